@@ -1,0 +1,77 @@
+"""Application factory: ``create_app(settings)`` wires backend, inference pool and routers.
+
+``uvicorn app:app`` works too: the module attribute ``app`` is built on first access from the
+environment, so importing this module does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from backends.registry import create_backend
+from config import Settings
+from inference.pool import InferencePool
+from observability.logging import configure_logging
+from observability.metrics import Metrics
+from transport import http, native_ws
+from transport.capacity import SessionSlots
+from transport.context import ServerContext
+
+log = structlog.get_logger("sttd")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    metrics = Metrics()
+    ctx = ServerContext(
+        settings=settings,
+        backend=create_backend(settings),
+        pool=InferencePool(settings.inference_threads),
+        metrics=metrics,
+        slots=SessionSlots(settings.max_sessions),
+    )
+    metrics.max_sessions.set(settings.max_sessions)
+    metrics.watch_queues(lambda: _queue_depths(ctx))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with AsyncExitStack() as stack:
+            log.info("backend.loading", backend=ctx.backend.name)
+            stack.callback(ctx.backend.close)
+            await asyncio.to_thread(ctx.backend.load)
+            stack.callback(ctx.pool.stop)
+            ctx.pool.start()
+            ctx.ready = True
+            metrics.backend_ready.labels(ctx.backend.name).set(1)
+            log.info("server.ready", backend=ctx.backend.name, model=ctx.backend.model,
+                     max_sessions=settings.max_sessions)
+            yield
+            ctx.ready = False
+            metrics.backend_ready.labels(ctx.backend.name).set(0)
+
+    app = FastAPI(title="sttd", version="0.1.0", lifespan=lifespan)
+    app.state.ctx = ctx
+    http.attach(app)
+    native_ws.attach(app)
+    return app
+
+
+def _queue_depths(ctx: ServerContext):
+    sessions = list(ctx.slots)
+    jobs = [s.job for s in sessions if hasattr(s, "job")]
+    yield "input", sum(j.input_depth for j in jobs)
+    yield "output", sum(j.output_depth for j in jobs)
+    yield "inference", ctx.pool.depth
+
+
+def __getattr__(name: str) -> FastAPI:
+    if name == "app":
+        global app
+        app = create_app()
+        return app
+    raise AttributeError(name)

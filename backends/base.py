@@ -1,0 +1,107 @@
+"""The contract between sttd and a speech recogniser.
+
+A backend is loaded once per process (``ASRBackend``) and hands out cheap per-session
+``ASRStream`` objects. Streams are driven by one inference thread at a time, so they need no
+locking of their own. Segmentation (VAD, endpointing) happens outside the backend: a stream
+only hears the audio of the current segment and is told when it ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    word: str
+    start_ms: int  # relative to the start of the segment's audio
+    end_ms: int
+    confidence: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Alternative:
+    text: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Hypothesis:
+    text: str
+    words: tuple[Word, ...] = ()
+    confidence: float | None = None
+    language: str | None = None
+    alternatives: tuple[Alternative, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.text.strip()
+
+
+EMPTY = Hypothesis(text="")
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    partials: bool = True
+    words: bool = False
+    n_best: bool = False
+    languages: tuple[str, ...] = ("*",)  # "*" = any language
+    sample_rate: int = 16000
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOptions:
+    """Per-session recognition options, validated at the edge."""
+
+    sample_rate: int = 16000
+    language: str = "auto"
+    hotwords: tuple[str, ...] = ()
+    n_best: int = 1
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class BackendError(Exception):
+    """A recognition failure. ``retryable`` says whether the same call could succeed later."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@runtime_checkable
+class ASRStream(Protocol):
+    def accept(self, pcm: np.ndarray) -> None:
+        """Append int16 mono audio at the backend's sample rate to the current segment."""
+
+    def partial(self) -> Hypothesis | None:
+        """Best guess for the segment so far; ``None`` when nothing new is worth sending."""
+
+    def finalize(self) -> Hypothesis:
+        """End the current segment and return its transcript; the stream then starts afresh."""
+
+    def close(self) -> None:
+        """Release per-session resources. Idempotent."""
+
+
+@runtime_checkable
+class ASRBackend(Protocol):
+    name: str
+    model: str
+    capabilities: Capabilities
+
+    def load(self) -> None:
+        """Load weights; called once, off the event loop, before the server is ready."""
+
+    def open_stream(self, options: StreamOptions) -> ASRStream:
+        """A new per-session stream. Raises ``BackendError`` for unsupported options."""
+
+    @property
+    def open_streams(self) -> int:
+        """Streams opened and not yet closed (for leak checks and metrics)."""
+
+    def close(self) -> None:
+        """Release the model. Idempotent."""

@@ -1,0 +1,58 @@
+"""Server configuration: environment variables with the ``STT_`` prefix, or a ``.env`` file.
+
+Nothing is read at import time: ``Settings()`` is built by the CLI or ``create_app``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STT_", env_file=".env", extra="ignore")
+
+    backend: str = Field("mock", description="ASR backend name from the registry.")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+    # Queues and backpressure.
+    in_queue_size: int = Field(200, ge=1, description="Audio frames buffered per session.")
+    in_queue_max_drops: int = Field(
+        500, ge=1, description="Frames a session may shed before it is closed."
+    )
+    out_queue_size: int = Field(
+        50, ge=4, description="Events buffered per session; partials shed above 80 %."
+    )
+
+    # Limits.
+    max_sessions: int = Field(256, ge=1, description="Concurrent WebSocket sessions.")
+    max_frame_bytes: int = Field(65536, ge=2, description="Largest binary frame accepted.")
+    max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)
+    max_session_seconds: float = Field(0, ge=0, description="Audio seconds per session; 0 = no cap.")
+    idle_timeout_sec: float = Field(30.0, gt=0, description="Close a session silent this long.")
+
+    # Endpointing defaults; each can be overridden per session in the query string.
+    vad_threshold: int = Field(300, ge=0, le=32767, description="int16 RMS that counts as voice.")
+    vad_silence_ms: int = Field(500, ge=20, description="Silence that ends a segment.")
+    vad_speech_start_ms: int = Field(60, ge=20, description="Voiced run that starts a segment.")
+    vad_preroll_ms: int = Field(300, ge=0, description="Audio kept before speech start.")
+    max_segment_ms: int = Field(30000, ge=1000, description="Force a final this long into speech.")
+    streaming_chunk_size_sec: float = Field(
+        0.5, gt=0, description="Default partial cadence (audio seconds between partials)."
+    )
+
+    inference_threads: int = Field(2, ge=1, le=64)
+
+    # Mock backend (a test tool).
+    mock_delay_ms: float = Field(0.0, ge=0, description="Simulated compute per mock call.")
+    mock_fixtures: Path = REPO_ROOT / "references"
+
+    # Observability.
+    log_level: str = "info"
+    log_json: bool = True
+    log_transcripts: bool = Field(False, description="Log transcript text (off: lengths only).")

@@ -1,0 +1,221 @@
+"""One session's unit of work for the inference pool, and the two janus queues around it.
+
+The event loop offers audio and controls on the input queue (dropping the oldest audio when
+it is full); an inference thread drains everything queued in one go, runs the recognizer, and
+puts events on the output queue, shedding partials when the client reads slowly but never a
+final, and never blocking.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+import janus
+import numpy as np
+import structlog
+
+from backends.base import BackendError
+from observability.metrics import Metrics
+from session.events import ErrorCode, Event, Final, FinalReason, Partial, SessionEnd, SessionError
+from session.recognizer import SegmentRecognizer
+
+log = structlog.get_logger("sttd.inference")
+
+
+class Control(Enum):
+    COMMIT = "commit"  # finalize the open segment, keep going
+    EOS = "eos"  # finalize, then end the session normally
+    LIMIT = "limit"  # finalize, then end the session: it ran out of allowed audio
+    CLOSE = "close"  # the client is gone: release the stream, discard what is queued
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    data: bytes  # pcm_s16le at the backend rate
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ControlItem:
+    kind: Control
+    received_at: float
+
+
+Item = AudioChunk | ControlItem
+
+
+class SessionJob:
+    def __init__(
+        self,
+        recognizer: SegmentRecognizer,
+        *,
+        backend_name: str,
+        in_queue: janus.Queue[Item],
+        out_queue: janus.Queue[Event],
+        out_queue_size: int,
+        schedule: Callable[[SessionJob], None],
+        metrics: Metrics,
+        sample_rate: int = 16000,
+    ) -> None:
+        self._rec = recognizer
+        self._backend_name = backend_name
+        self._in = in_queue
+        self._out = out_queue
+        self._partial_cutoff = max(1, out_queue_size * 8 // 10)
+        self._schedule = schedule
+        self._metrics = metrics
+        self._rate = sample_rate
+        self._lock = threading.Lock()
+        self._scheduled = False
+        self._rescued: list[ControlItem] = []  # controls popped by drop-oldest, kept in order
+        self._finished = False  # no more audio will be recognised
+        self.cancelled = False  # set by the event loop when the client is gone
+        self.closed = False
+        self.partials_dropped = 0
+        self.discarded_samples = 0
+        self.segments = 0
+        self.on_closed: Callable[[], None] | None = None  # called once the stream is released
+
+    @property
+    def processed_samples(self) -> int:
+        return self._rec.processed_samples
+
+    @property
+    def input_depth(self) -> int:
+        return self._in.async_q.qsize()
+
+    @property
+    def output_depth(self) -> int:
+        return self._out.async_q.qsize()
+
+    # -- event-loop side -------------------------------------------------------------------
+
+    def offer(self, item: Item) -> AudioChunk | None:
+        """Queue audio or a control; returns the oldest audio if it had to be shed for room.
+
+        Controls are never shed: one popped to make room is kept aside, in order, and runs
+        before everything still queued.
+        """
+        dropped = None
+        q = self._in.async_q
+        with self._lock:
+            if q.full():
+                oldest = q.get_nowait()
+                if isinstance(oldest, AudioChunk):
+                    dropped = oldest
+                elif not self._rescued or self._rescued[-1].kind is not oldest.kind:
+                    self._rescued.append(oldest)  # a repeat with no audio between is a no-op
+            q.put_nowait(item)
+            wake = not self._scheduled
+            self._scheduled = True
+        if wake:
+            self._schedule(self)
+        return dropped
+
+    # -- inference-thread side -------------------------------------------------------------
+
+    def run(self) -> bool:
+        with self._lock:
+            items: list[Item] = list(self._rescued)
+            self._rescued.clear()
+            q = self._in.sync_q
+            while True:
+                try:
+                    items.append(q.get_nowait())
+                except janus.SyncQueueEmpty:
+                    break
+        if items:
+            self._process(items)
+        with self._lock:
+            if self._rescued or self._in.sync_q.qsize():
+                return True
+            self._scheduled = False
+            return False
+
+    def _process(self, items: list[Item]) -> None:
+        events: list[Event] = []
+        before = self._rec.processed_samples
+        try:
+            for item in items:
+                if isinstance(item, AudioChunk):
+                    if self._finished or self.cancelled:
+                        self.discard(item)
+                    else:
+                        pcm = np.frombuffer(item.data, dtype="<i2")
+                        events += self._rec.feed(pcm, item.received_at)
+                elif item.kind is Control.CLOSE:
+                    self._close()
+                elif not (self._finished or self.cancelled):
+                    events += self._control(item)
+            if not (self._finished or self.cancelled):
+                events += self._rec.maybe_partial()
+        except BackendError as exc:
+            events.append(self._fail(ErrorCode.BACKEND_ERROR, f"recognition failed: {exc}"))
+        except Exception:
+            log.exception("inference.session_failed")
+            events.append(self._fail(ErrorCode.INTERNAL_ERROR, "internal error in recognition"))
+        fed = self._rec.processed_samples - before
+        if fed:
+            self._metrics.audio_processed.inc(fed / self._rate)
+        for event in events:
+            self._emit(event)
+
+    def _control(self, item: ControlItem) -> list[Event]:
+        if item.kind is Control.COMMIT:
+            return self._rec.commit(item.received_at, FinalReason.COMMIT)
+        events = self._rec.commit(item.received_at, FinalReason.EOS)
+        self._finished = True
+        if item.kind is Control.LIMIT:
+            events.append(
+                SessionError(ErrorCode.SESSION_TOO_LONG, "session reached its audio time limit")
+            )
+        else:
+            events.append(SessionEnd())
+        return events
+
+    def _fail(self, code: ErrorCode, message: str) -> SessionError:
+        self._finished = True
+        return SessionError(code, message)
+
+    def discard(self, chunk: AudioChunk) -> None:
+        """Count audio that will never be recognised (the session ended or the client left)."""
+        samples = len(chunk.data) // 2
+        self.discarded_samples += samples
+        reason = "disconnect" if self.cancelled else "session_ended"
+        self._metrics.audio_dropped.labels(reason).inc(samples / self._rate)
+
+    def _close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._finished = True
+        try:
+            self._rec.close()
+        except Exception:
+            log.exception("inference.stream_close_failed")
+        if self.on_closed is not None:
+            self.on_closed()
+
+    def _emit(self, event: Event) -> None:
+        if isinstance(event, Final):
+            self._observe_final(event)
+        q = self._out.sync_q
+        if isinstance(event, Partial) and q.qsize() >= self._partial_cutoff:
+            self.partials_dropped += 1
+            self._metrics.partials_dropped.inc()
+            return
+        try:
+            q.put_nowait(event)  # unbounded: a final is never dropped, inference never waits
+        except (janus.SyncQueueShutDown, RuntimeError):
+            pass  # the session is already gone
+
+    def _observe_final(self, final: Final) -> None:
+        self.segments += 1
+        m = self._metrics
+        m.segments.labels(final.reason.value).inc()
+        m.final_latency.observe(final.latency_ms / 1000)
+        if final.first_token_ms is not None:
+            m.first_partial_latency.observe(final.first_token_ms / 1000)

@@ -1,0 +1,101 @@
+"""Prometheus metrics in the server's own registry (one per app, so tests start from zero)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.4, 0.6, 0.8, 1.0,
+                   1.5, 2.5, 5.0, 10.0)
+INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                     2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        r = self.registry
+        self.active_sessions = Gauge(
+            "stt_active_sessions", "WebSocket sessions open now.", registry=r
+        )
+        self.max_sessions = Gauge("stt_max_sessions", "Configured session capacity.", registry=r)
+        self.backend_ready = Gauge(
+            "stt_backend_ready", "1 when the backend is loaded and serving.", ["backend"],
+            registry=r,
+        )
+        self.sessions = Counter(
+            "stt_sessions_total", "Sessions ended, by outcome.", ["outcome"], registry=r
+        )
+        self.rejections = Counter(
+            "stt_rejections_total", "Handshakes refused, by reason.", ["reason"], registry=r
+        )
+        self.errors = Counter(
+            "stt_errors_total", "Error messages sent to clients, by code.", ["code"], registry=r
+        )
+        self.audio_received = Counter(
+            "stt_audio_received_seconds_total", "Audio accepted from clients.", registry=r
+        )
+        self.audio_processed = Counter(
+            "stt_audio_processed_seconds_total", "Audio run through VAD and the backend.",
+            registry=r,
+        )
+        self.audio_dropped = Counter(
+            "stt_audio_dropped_seconds_total", "Accepted audio shed, by reason.", ["reason"],
+            registry=r,
+        )
+        self.partials_dropped = Counter(
+            "stt_partials_dropped_total", "Partials shed because the client reads slowly.",
+            registry=r,
+        )
+        self.segments = Counter(
+            "stt_segments_total", "Finals sent, by reason.", ["reason"], registry=r
+        )
+        self.first_partial_latency = Histogram(
+            "stt_first_partial_latency_seconds",
+            "Speech start seen → first text of the segment produced.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.final_latency = Histogram(
+            "stt_final_latency_seconds", "Segment end seen → final produced.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.inference_time = Histogram(
+            "stt_inference_seconds", "Backend call time; _sum over audio seconds is the RTF.",
+            ["backend", "kind"],
+            buckets=INFERENCE_BUCKETS, registry=r,
+        )
+
+    def watch_queues(self, depths: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        """Report queue depths computed at scrape time (no per-frame bookkeeping)."""
+        self.registry.register(_QueueDepthCollector(depths))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _QueueDepthCollector:
+    def __init__(self, depths: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        self._depths = depths
+
+    def collect(self):
+        family = GaugeMetricFamily(
+            "stt_queue_depth", "Items waiting, summed over sessions.", labels=["queue"]
+        )
+        for queue, depth in self._depths():
+            family.add_metric([queue], depth)
+        yield family
+
+    def describe(self):
+        return [GaugeMetricFamily("stt_queue_depth", "Items waiting.", labels=["queue"])]

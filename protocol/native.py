@@ -1,0 +1,179 @@
+"""sttd's native protocol v1 on ``/v1/stt/ws`` (the realtime-stt-ws lineage).
+
+Query parameters are validated here; client text frames are parsed into commands; internal
+events are encoded into JSON messages, each with ``type``, ``call_id`` and a per-session ``seq``.
+See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from backends.base import Word
+from protocol.common import Command, ProtocolError
+from session.events import (
+    AudioDropped,
+    ErrorCode,
+    Event,
+    Final,
+    Partial,
+    Pong,
+    Ready,
+    SessionEnd,
+    SessionError,
+    SpeechStarted,
+)
+
+MAX_CONTROL_CHARS = 4096
+MAX_HOTWORDS = 100
+MAX_HOTWORD_CHARS = 64
+_LANGUAGE = re.compile(r"^(auto|[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*)$")
+
+
+class NativeParams(BaseModel):
+    """Handshake query parameters. Unknown parameters are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    call_id: str = Field(min_length=1, max_length=128)
+    sample_rate: int
+    codec: Literal["pcm_s16le"] = "pcm_s16le"
+    channels: Literal[1] = 1
+    frame_ms: int = Field(20, ge=10, le=1000, description="Client's frame size; a hint.")
+    partial_ms: int | None = Field(None, ge=100, le=10000)
+    language: str = "auto"
+    hotwords: tuple[str, ...] = ()
+    vad_threshold: int | None = Field(None, ge=0, le=32767)
+    vad_silence_ms: int | None = Field(None, ge=100, le=10000)
+    max_segment_ms: int | None = Field(None, ge=1000, le=120000)
+
+    @field_validator("sample_rate")
+    @classmethod
+    def _rate(cls, v: int) -> int:
+        if v != 16000:
+            raise ValueError("only 16000 is supported")
+        return v
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, v: str) -> str:
+        if not _LANGUAGE.match(v):
+            raise ValueError("expected 'auto' or a BCP-47 tag such as 'en' or 'pt-BR'")
+        return v.lower().replace("_", "-")
+
+    @field_validator("hotwords", mode="before")
+    @classmethod
+    def _hotwords(cls, v: Any) -> tuple[str, ...]:
+        words = tuple(w.strip() for w in str(v).split(",") if w.strip()) if v else ()
+        if len(words) > MAX_HOTWORDS:
+            raise ValueError(f"at most {MAX_HOTWORDS} hotwords")
+        if any(len(w) > MAX_HOTWORD_CHARS for w in words):
+            raise ValueError(f"each hotword at most {MAX_HOTWORD_CHARS} characters")
+        return words
+
+
+def parse_params(query: Mapping[str, str]) -> NativeParams:
+    try:
+        return NativeParams.model_validate(dict(query))
+    except ValidationError as exc:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, _describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "query"
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}" if err["type"] != "missing" else f"{where} is required")
+    return "; ".join(parts)
+
+
+def parse_text(text: str) -> Command:
+    """A client text frame: ``EOS`` or a JSON object with ``type`` commit|eos|ping."""
+    if text == "EOS":
+        return Command.EOS
+    if len(text) > MAX_CONTROL_CHARS:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "control message too large")
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "control message is not valid JSON") from None
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, 'control message needs a string "type"')
+    try:
+        return Command(msg["type"])
+    except ValueError:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            f"unknown message type {msg['type'][:40]!r}; expected commit, eos or ping",
+        ) from None
+
+
+class NativeEncoder:
+    """Encodes one session's events; owns its ``seq`` counter."""
+
+    def __init__(self, call_id: str) -> None:
+        self._call_id = call_id
+        self._seq = 0
+
+    def encode(self, event: Event) -> str | None:
+        body = _body(event)
+        if body is None:
+            return None
+        self._seq += 1
+        msg = {"type": body.pop("type"), "call_id": self._call_id, "seq": self._seq,
+               "created_at": round(time.time(), 3), **body}
+        return json.dumps(msg, ensure_ascii=False, separators=(",", ":"))
+
+
+def _body(event: Event) -> dict[str, Any] | None:
+    match event:
+        case Partial():
+            return {"type": "partial", "segment_seq": event.segment_seq, "text": event.text,
+                    "final": False, "start_ms": event.start_ms, "end_ms": event.end_ms}
+        case Final():
+            return _final(event)
+        case SpeechStarted():
+            return {"type": "speech_started", "segment_seq": event.segment_seq,
+                    "start_ms": event.start_ms}
+        case AudioDropped():
+            return {"type": "warning", "code": "audio_dropped",
+                    "message": "server overloaded: audio was dropped",
+                    "dropped_ms": event.dropped_ms, "total_dropped_ms": event.total_dropped_ms}
+        case Ready():
+            return {"type": "ready", "session_id": event.session_id,
+                    "sample_rate": event.sample_rate, "backend": event.backend,
+                    "model": event.model}
+        case Pong():
+            return {"type": "pong"}
+        case SessionError():
+            return {"type": "error", "code": event.code.value, "message": event.message}
+        case SessionEnd():
+            return None
+    raise TypeError(f"cannot encode {event!r}")
+
+
+def _final(f: Final) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": "final", "segment_seq": f.segment_seq, "text": f.text, "final": True,
+        "start_ms": f.start_ms, "end_ms": f.end_ms, "reason": f.reason.value,
+        "words": [_word(w) for w in f.words], "confidence": f.confidence,
+        "first_token_ms": f.first_token_ms, "latency_ms": f.latency_ms,
+        "segment_duration_ms": f.segment_duration_ms,
+    }
+    if f.language:
+        body["language"] = f.language
+    if f.alternatives:
+        body["alternatives"] = [{"text": a.text, "score": a.score} for a in f.alternatives]
+    return body
+
+
+def _word(w: Word) -> dict[str, Any]:
+    return {"word": w.word, "start_ms": w.start_ms, "end_ms": w.end_ms,
+            "confidence": w.confidence}

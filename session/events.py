@@ -1,0 +1,92 @@
+"""The internal event stream of a session. Wire protocols encode these; nothing else does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from backends.base import Alternative, Word
+
+
+class ErrorCode(StrEnum):
+    BAD_REQUEST = "bad_request"
+    INVALID_AUDIO = "invalid_audio"
+    FRAME_TOO_LARGE = "frame_too_large"
+    AUDIO_QUEUE_OVERFLOW = "audio_queue_overflow"
+    IDLE_TIMEOUT = "idle_timeout"
+    SESSION_TOO_LONG = "session_too_long"
+    BACKEND_ERROR = "backend_error"
+    INTERNAL_ERROR = "internal_error"
+    SHUTTING_DOWN = "shutting_down"
+
+
+class FinalReason(StrEnum):
+    ENDPOINT = "endpoint"
+    COMMIT = "commit"
+    EOS = "eos"
+    MAX_SEGMENT = "max_segment"
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    session_id: str
+    sample_rate: int
+    backend: str
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    segment_seq: int
+    start_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    segment_seq: int
+    text: str
+    start_ms: int
+    end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    segment_seq: int
+    text: str
+    start_ms: int
+    end_ms: int
+    reason: FinalReason
+    words: tuple[Word, ...] = ()  # times are session milliseconds
+    confidence: float | None = None
+    language: str | None = None
+    alternatives: tuple[Alternative, ...] = ()
+    first_token_ms: int | None = None  # speech start seen → first text produced
+    latency_ms: int = 0  # segment end seen → final produced
+    segment_duration_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AudioDropped:
+    dropped_ms: int
+    total_dropped_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SessionError:
+    """Fatal: the session is closed after this is sent."""
+
+    code: ErrorCode
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnd:
+    """Everything has been flushed; close normally."""
+
+
+Event = Ready | SpeechStarted | Partial | Final | AudioDropped | Pong | SessionError | SessionEnd

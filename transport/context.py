@@ -1,0 +1,21 @@
+"""Process-wide state shared by the routers: built by ``create_app``, read by transports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from backends.base import ASRBackend
+from config import Settings
+from inference.pool import InferencePool
+from observability.metrics import Metrics
+from transport.capacity import SessionSlots
+
+
+@dataclass
+class ServerContext:
+    settings: Settings
+    backend: ASRBackend
+    pool: InferencePool
+    metrics: Metrics
+    slots: SessionSlots
+    ready: bool = field(default=False)

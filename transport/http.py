@@ -1,0 +1,41 @@
+"""Operational endpoints: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from transport.context import ServerContext
+
+
+def attach(app: FastAPI) -> None:
+    app.add_api_route("/health", health, methods=["GET"])
+    app.add_api_route("/ready", ready, methods=["GET"])
+    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+
+
+async def health() -> dict[str, str]:
+    """The process is alive and its event loop answers."""
+    return {"status": "ok"}
+
+
+async def ready(request: Request) -> JSONResponse:
+    """200 when the backend is loaded, inference threads run and a session slot is free."""
+    ctx: ServerContext = request.app.state.ctx
+    body = {
+        "backend": ctx.backend.name,
+        "model": ctx.backend.model,
+        "loaded": ctx.ready,
+        "inference_threads": ctx.pool.alive,
+        "sessions": len(ctx.slots),
+        "max_sessions": ctx.slots.limit,
+    }
+    ok = ctx.ready and ctx.pool.alive > 0 and ctx.slots.free > 0
+    body["status"] = "ready" if ok else "unavailable"
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+async def metrics(request: Request) -> Response:
+    ctx: ServerContext = request.app.state.ctx
+    return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
