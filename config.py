@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     max_sessions: int = Field(256, ge=1, description="Concurrent WebSocket sessions.")
     max_frame_bytes: int = Field(65536, ge=2, description="Largest binary frame accepted.")
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)
-    max_session_seconds: float = Field(0, ge=0, description="Audio seconds per session; 0 = no cap.")
+    max_session_seconds: float = Field(
+        0, ge=0, description="Audio seconds per session; 0 = no cap."
+    )
     idle_timeout_sec: float = Field(30.0, gt=0, description="Close a session silent this long.")
 
     # Endpointing defaults; each can be overridden per session in the query string.

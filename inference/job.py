@@ -138,30 +138,34 @@ class SessionJob:
     def _process(self, items: list[Item]) -> None:
         events: list[Event] = []
         before = self._rec.processed_samples
-        try:
-            for item in items:
-                if isinstance(item, AudioChunk):
-                    if self._finished or self.cancelled:
-                        self.discard(item)
-                    else:
-                        pcm = np.frombuffer(item.data, dtype="<i2")
-                        events += self._rec.feed(pcm, item.received_at)
-                elif item.kind is Control.CLOSE:
-                    self._close()
-                elif not (self._finished or self.cancelled):
-                    events += self._control(item)
-            if not (self._finished or self.cancelled):
-                events += self._rec.maybe_partial()
-        except BackendError as exc:
-            events.append(self._fail(ErrorCode.BACKEND_ERROR, f"recognition failed: {exc}"))
-        except Exception:
-            log.exception("inference.session_failed")
-            events.append(self._fail(ErrorCode.INTERNAL_ERROR, "internal error in recognition"))
+        for item in items:
+            if isinstance(item, AudioChunk):
+                if self._finished or self.cancelled:
+                    self.discard(item)
+                else:
+                    pcm = np.frombuffer(item.data, dtype="<i2")
+                    self._guarded(events, self._rec.feed, pcm, item.received_at)
+            elif item.kind is Control.CLOSE:
+                self._close()
+            elif not (self._finished or self.cancelled):
+                self._guarded(events, self._control, item)
+        if not (self._finished or self.cancelled):
+            self._guarded(events, self._rec.maybe_partial)
         fed = self._rec.processed_samples - before
         if fed:
             self._metrics.audio_processed.inc(fed / self._rate)
         for event in events:
             self._emit(event)
+
+    def _guarded(self, events: list[Event], step, *args) -> None:
+        """Run one recognition step; a failure ends this session only, as an error event."""
+        try:
+            events += step(*args)
+        except BackendError as exc:
+            events.append(self._fail(ErrorCode.BACKEND_ERROR, f"recognition failed: {exc}"))
+        except Exception:
+            log.exception("inference.session_failed")
+            events.append(self._fail(ErrorCode.INTERNAL_ERROR, "internal error in recognition"))
 
     def _control(self, item: ControlItem) -> list[Event]:
         if item.kind is Control.COMMIT:
