@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from backends.registry import create_backend
 from config import Settings
-from inference.pool import InferencePool
+from inference.pool import InferencePool, LoopBatcher
 from observability.logging import configure_logging
 from observability.metrics import Metrics
 from transport import http, native_ws
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.to_thread(ctx.backend.load)
             stack.callback(ctx.pool.stop)
             ctx.pool.start()
+            ctx.batcher = LoopBatcher(ctx.pool)
             ctx.ready = True
             metrics.backend_ready.labels(ctx.backend.name).set(1)
             log.info("server.ready", backend=ctx.backend.name, model=ctx.backend.model,

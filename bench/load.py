@@ -8,6 +8,13 @@ server's CPU and memory. The ramp stops at the first rung that breaks the SLO.
     python -m bench.load --concurrency 256 --frame-ms 20 --procs 2
     python -m bench.load --idle-sessions 1000
 
+A rung: connect every client (handshakes staggered over ``--stagger`` s), wait until all
+have tried (a barrier across ``--procs`` processes), then each client streams ``--duration`` s
+of audio paced by an absolute schedule (start + n × frame, starts staggered again), sends
+``{"type":"eos"}`` and waits for the remaining finals and the close. Rates, CPU and RSS are
+measured over the window in which every client streams. Each client plays the selected clips
+back to back (each followed by ``--gap-ms`` of silence), starting at a seeded random clip.
+
 Latency definitions (all wall-clock times are ``time.monotonic()`` of the load generator,
 taken when its event loop handles the event, so they include any load-generator lag):
 
@@ -34,6 +41,7 @@ taken when its event loop handles the event, so they include any load-generator 
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import bisect
 import contextlib
@@ -49,6 +57,7 @@ import time
 import urllib.request
 import wave
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -133,8 +142,15 @@ class RungSpec:
     rung: int
     n_total: int
     clients: list[tuple[int, int]]  # (global client index, first frame)
-    t_start: float  # monotonic
+    t_start: float  # monotonic; connections are staggered from here
     stagger_s: float
+
+
+@dataclass
+class Go:
+    """Sent once every client of the rung has tried to connect: when streaming starts."""
+
+    t_stream: float  # monotonic; client i starts at t_stream + stagger * i / n
     window: tuple[float, float]  # full-concurrency window, monotonic
 
 
@@ -147,7 +163,8 @@ class Raw:
     partial_lag_ms: list[float] = field(default_factory=list)
     first_partial_ms: list[float] = field(default_factory=list)
     connect_ms: list[float] = field(default_factory=list)
-    send_lag_ms: list[float] = field(default_factory=list)  # actual − scheduled send time
+    send_lag_ms: array.array = field(default_factory=lambda: array.array("f"))  # actual −
+    # scheduled send time, one per frame
     loop_lag_ms: list[float] = field(default_factory=list)
     c: Counter = field(default_factory=Counter)  # counters
     outcomes: Counter = field(default_factory=Counter)
@@ -189,24 +206,30 @@ class Driver:
         sep = "&" if "?" in cfg.url else "?"
         self.base = f"{cfg.url}{sep}sample_rate={RATE}&frame_ms={cfg.frame_ms}{cfg.query}"
 
-    async def run(self, spec: RungSpec) -> Raw:
+    async def run(self, spec: RungSpec, barrier: Callable[[int, int], Awaitable[Go]]) -> Raw:
+        """Connect every client (staggered), pass the barrier, then stream.
+
+        ``barrier(connected, failed)`` returns when every load-generator process is connected.
+        """
         raw = Raw()
         self.raw = raw
         lagger = asyncio.create_task(_loop_lag(raw.loop_lag_ms))
         try:
+            conns = await asyncio.gather(*(self._connect(spec, i) for i, _ in spec.clients))
+            ok = sum(ws is not None for ws in conns)
+            go = await barrier(ok, len(conns) - ok)
             await asyncio.gather(*(
-                self._client(spec, i, first) for i, first in spec.clients))
+                self._stream(spec, go, i, first, ws)
+                for (i, first), ws in zip(spec.clients, conns, strict=True) if ws is not None))
         finally:
             lagger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lagger
         return raw
 
-    async def _client(self, spec: RungSpec, i: int, first_frame: int) -> None:
+    async def _connect(self, spec: RungSpec, i: int):
         raw = self.raw
-        c = raw.c
-        start_at = spec.t_start + spec.stagger_s * i / max(1, spec.n_total)
-        delay = start_at - now()
+        delay = spec.t_start + spec.stagger_s * i / max(1, spec.n_total) - now()
         if delay > 0:
             await asyncio.sleep(delay)
         url = f"{self.base}&call_id=load-r{spec.rung}-c{i}"
@@ -218,15 +241,24 @@ class Driver:
         except InvalidStatus as exc:
             status = exc.response.status_code
             raw.outcomes["refused_503" if status == 503 else f"http_{status}"] += 1
-            return
+            return None
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raw.outcomes[f"connect_{type(exc).__name__}"] += 1
-            return
+            return None
         raw.connect_ms.append((now() - t_conn) * 1000)
-        c["sessions"] += 1
-        sent: list[float] = []
+        raw.c["sessions"] += 1
+        return ws
+
+    async def _stream(self, spec: RungSpec, go: Go, i: int, first_frame: int, ws) -> None:
+        raw = self.raw
+        c = raw.c
+        sent = array.array("d")  # send time of frame n of this session
         state: dict[str, Any] = {}
         receiver = asyncio.create_task(self._receive(ws, sent, state))
+        t0 = go.t_stream + spec.stagger_s * i / max(1, spec.n_total)
+        delay = t0 - now()
+        if delay > 0:
+            await asyncio.sleep(delay)
         frames = self.frames
         nframes = len(frames)
         k = first_frame
@@ -234,7 +266,6 @@ class Driver:
         append = sent.append
         send = ws.send
         sleep = asyncio.sleep
-        t0 = now()
         end = t0 + self.cfg.duration
         n = 0
         try:
@@ -265,7 +296,7 @@ class Driver:
         except ConnectionClosed:
             c["send_interrupted"] += 1
         c["frames"] += n
-        w0, w1 = spec.window
+        w0, w1 = go.window
         c["frames_in_window"] += bisect.bisect_left(sent, w1) - bisect.bisect_left(sent, w0)
         if period:
             lag = raw.send_lag_ms
@@ -285,7 +316,7 @@ class Driver:
                 await asyncio.wait_for(ws.close(), 5)
         raw.outcomes[state.get("outcome", "ok")] += 1
 
-    async def _receive(self, ws, sent: list[float], state: dict[str, Any]) -> None:
+    async def _receive(self, ws, sent: array.array, state: dict[str, Any]) -> None:
         raw = self.raw
         c = raw.c
         final_ms = raw.final_ms
@@ -381,7 +412,12 @@ def _worker_main(conn, cfg: ClientConfig, playlist: Playlist) -> None:
             spec = conn.recv()
             if spec is None:
                 break
-            conn.send(loop.run_until_complete(driver.run(spec)))
+
+            async def barrier(ok: int, failed: int) -> Go:
+                conn.send(("connected", ok, failed))
+                return await asyncio.to_thread(conn.recv)
+
+            conn.send(("done", loop.run_until_complete(driver.run(spec, barrier))))
     except (EOFError, KeyboardInterrupt):
         pass
     finally:
@@ -436,6 +472,14 @@ def find_server(url: str, pids: list[int] | None, exclude: set[int]) -> ProcGrou
                     roots.add(conn.pid)
         except psutil.AccessDenied:
             print("warning: cannot list sockets (need root); use --server-pid", file=sys.stderr)
+        # A shared listening socket is reported under one pid only (e.g. one uvicorn worker):
+        # climb to ancestors that hold the same socket (the --workers supervisor).
+        for pid in list(roots):
+            with contextlib.suppress(psutil.Error):
+                parent = psutil.Process(pid).parent()
+                while parent is not None and _listens(parent, port):
+                    roots.add(parent.pid)
+                    parent = parent.parent()
     procs: dict[int, psutil.Process] = {}
     for pid in roots:
         try:
@@ -449,6 +493,15 @@ def find_server(url: str, pids: list[int] | None, exclude: set[int]) -> ProcGrou
     if not procs:
         return None
     return ProcGroup(list(procs.values()))
+
+
+def _listens(p: psutil.Process, port: int) -> bool:
+    try:
+        conns = p.net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+               for c in conns)
 
 
 class Sampler:
@@ -516,16 +569,6 @@ def http_get_json(url: str, path: str) -> Any:
 
 # --------------------------------------------------------------------------------------------
 # Statistics and report.
-
-
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    pos = (len(s) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
 def dist(values: list[float]) -> dict[str, Any]:
@@ -662,7 +705,7 @@ class Runner:
             self.workers.append((p, parent))
 
     def stop_workers(self) -> None:
-        for p, conn in self.workers:
+        for _, conn in self.workers:
             with contextlib.suppress(Exception):
                 conn.send(None)
         for p, _ in self.workers:
@@ -682,36 +725,58 @@ class Runner:
         clients = [(i, pl.clip_starts[self.rng.randrange(len(pl.clip_starts))])
                    for i in range(n)]
         stagger = min(args.stagger, args.duration / 2)
-        t_start = now() + 0.3
-        window = (t_start + stagger + 0.5, t_start + args.duration)  # all connected
+        t_start = now() + 0.2
         srv = Sampler(server, args.sample_interval)
         lg = Sampler(self.loadgen_group(), args.sample_interval)
+        info: dict[str, Any] = {}
+
+        async def release(connected: int) -> Go:
+            """Everyone has tried to connect: note the memory, then start streaming."""
+            info["connect_phase_s"] = round(now() - t_start, 2)
+            info["connected"] = connected
+            rss = await asyncio.to_thread(median_rss, server, 1)
+            info["server_rss_connected_mb"] = round(rss / 2**20, 1) if rss else None
+            t_stream = now() + 0.2
+            go = Go(t_stream, (t_stream + stagger + 0.2, t_stream + args.duration))
+            info["go"] = go
+            return go
+
         srv.start()
         lg.start()
         t0 = now()
         try:
             if not self.workers:
-                raw = await self.driver.run(RungSpec(idx, n, clients, t_start, stagger, window))
+                async def barrier(ok: int, failed: int) -> Go:
+                    return await release(ok)
+
+                raw = await self.driver.run(RungSpec(idx, n, clients, t_start, stagger), barrier)
             else:
                 k = len(self.workers)
-                futures = []
-                for w, (_, conn) in enumerate(self.workers):
-                    spec = RungSpec(idx, n, clients[w::k], t_start, stagger, window)
-                    conn.send(spec)
-                    futures.append(asyncio.to_thread(conn.recv))
+                conns = [conn for _, conn in self.workers]
+                for w, conn in enumerate(conns):
+                    conn.send(RungSpec(idx, n, clients[w::k], t_start, stagger))
+                msgs = await asyncio.gather(*(asyncio.to_thread(c.recv) for c in conns))
+                go = await release(sum(m[1] for m in msgs))
+                for conn in conns:
+                    conn.send(go)
                 raw = Raw()
-                for part in await asyncio.gather(*futures):
+                for _, part in await asyncio.gather(*(asyncio.to_thread(c.recv) for c in conns)):
                     raw.merge(part)
         finally:
             await srv.stop()
             await lg.stop()
         wall = now() - t0
+        window = info["go"].window
         lg_win = lg.window(*window)
-        return summarize(raw, n, args, window, srv.window(*window), rss_idle,
-                         lg_win["cpu_pct"] if lg_win else None, wall) | (
-            {"raw": {"final_ms": raw.final_ms, "server_ms": raw.server_ms,
-                     "partial_lag_ms": raw.partial_lag_ms,
-                     "first_partial_ms": raw.first_partial_ms}} if args.raw else {})
+        res = summarize(raw, n, args, window, srv.window(*window), rss_idle,
+                        lg_win["cpu_pct"] if lg_win else None, wall)
+        res["connect_phase_s"] = info["connect_phase_s"]
+        res["server_rss_connected_mb"] = info["server_rss_connected_mb"]
+        if args.raw:
+            res["raw"] = {"final_ms": raw.final_ms, "server_ms": raw.server_ms,
+                          "partial_lag_ms": raw.partial_lag_ms,
+                          "first_partial_ms": raw.first_partial_ms}
+        return res
 
 
 async def run_ramp(args: argparse.Namespace, runner: Runner,
@@ -745,6 +810,14 @@ async def run_idle(args: argparse.Namespace, server: ProcGroup | None) -> dict[s
     conns = []
     sem = asyncio.Semaphore(args.idle_connect_parallel)
     stop = asyncio.Event()
+    all_tried = asyncio.Event()
+    tried = 0
+
+    def attempt_done() -> None:
+        nonlocal tried
+        tried += 1
+        if tried == n:
+            all_tried.set()
 
     async def hold(i: int) -> None:
         async with sem:
@@ -758,6 +831,8 @@ async def run_idle(args: argparse.Namespace, server: ProcGroup | None) -> dict[s
             except (OSError, TimeoutError, InvalidHandshake) as exc:
                 outcomes[f"connect_{type(exc).__name__}"] += 1
                 return
+            finally:
+                attempt_done()
         conns.append(ws)
         outcomes["open"] += 1
 
@@ -779,8 +854,8 @@ async def run_idle(args: argparse.Namespace, server: ProcGroup | None) -> dict[s
 
     t0 = now()
     tasks = [asyncio.create_task(hold(i)) for i in range(n)]
-    while outcomes.total() - outcomes["error_msgs"] < n and now() - t0 < args.open_timeout * 4:
-        await asyncio.sleep(0.05)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(all_tried.wait(), args.open_timeout * 4)
     open_s = now() - t0
     await asyncio.sleep(args.idle_hold)
     ready_during = http_get_json(args.url, "/ready")
@@ -801,6 +876,9 @@ async def run_idle(args: argparse.Namespace, server: ProcGroup | None) -> dict[s
           f"{_fmt(res['server_rss_idle_mb'], 1)} -> {_fmt(res['server_rss_open_mb'], 1)} MB; "
           f"{_fmt(res['rss_per_idle_session_kb'], 1)} KB per idle session; "
           f"outcomes {dict(outcomes)}", flush=True)
+    if per is not None and per < 20:
+        print("  note: a small or negative delta usually means the server reused memory freed "
+              "by earlier sessions; measure on a freshly started server", flush=True)
     return res
 
 
@@ -954,8 +1032,12 @@ def main(argv: list[str] | None = None) -> int:
         **body,
     }
     if "rungs" in body:
-        ok = [r["clients"] for r in body["rungs"] if r["slo_ok"]]
-        result["max_clients_within_slo"] = max(ok) if ok else 0
+        best = 0
+        for r in body["rungs"]:  # the last rung passed before the first failure
+            if not r["slo_ok"]:
+                break
+            best = r["clients"]
+        result["max_clients_within_slo"] = best
         print(f"max clients within SLO: {result['max_clients_within_slo']}")
     out = args.out or REPO_ROOT / "bench" / "results" / f"load-{started:%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,14 @@
 """A fixed pool of synchronous inference threads shared by every session.
 
-Threads block on one ready-queue of jobs (no polling): a session is queued when audio
-arrives for it and it is not queued already, so a session is never run by two threads at once
-and an idle session costs nothing.
+Threads block on one ready-queue (no polling). A session is queued when audio arrives for it
+and it is not queued already, so a session is never run by two threads at once and an idle
+session costs nothing. The event loop hands jobs over in batches, one per loop iteration:
+waking a thread (and handing it the GIL) per audio frame would cost more than the work.
 """
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 from typing import Protocol
@@ -28,7 +30,7 @@ class InferencePool:
     def __init__(self, threads: int, name: str = "sttd-infer") -> None:
         self._size = threads
         self._name = name
-        self._ready: queue.SimpleQueue[Job | object] = queue.SimpleQueue()
+        self._ready: queue.SimpleQueue[list[Job] | object] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
 
     @property
@@ -47,7 +49,11 @@ class InferencePool:
             self._threads.append(t)
 
     def submit(self, job: Job) -> None:
-        self._ready.put(job)
+        """Thread-safe; prefer a ``LoopBatcher`` on the event loop."""
+        self._ready.put([job])
+
+    def submit_batch(self, jobs: list[Job]) -> None:
+        self._ready.put(jobs)
 
     def stop(self, timeout: float = 5.0) -> None:
         for _ in self._threads:
@@ -58,14 +64,35 @@ class InferencePool:
 
     def _loop(self) -> None:
         while True:
-            job = self._ready.get()
-            if job is _STOP:
+            batch = self._ready.get()
+            if batch is _STOP:
                 return
-            try:
-                again = job.run()
-            except BaseException:  # a job must never take a pool thread down with it
-                log.exception("inference.job_crashed")
-                continue
+            again = [job for job in batch if self._run(job)]
             if again:
                 # Back of the line: sessions with a backlog do not starve the others.
-                self._ready.put(job)
+                self._ready.put(again)
+
+    @staticmethod
+    def _run(job: Job) -> bool:
+        try:
+            return job.run()
+        except BaseException:  # a job must never take a pool thread down with it
+            log.exception("inference.job_crashed")
+            return False
+
+
+class LoopBatcher:
+    """Collects jobs made ready during one event-loop iteration and submits them together."""
+
+    def __init__(self, pool: InferencePool) -> None:
+        self._pool = pool
+        self._pending: list[Job] = []
+
+    def schedule(self, job: Job) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(job)
+
+    def _flush(self) -> None:
+        jobs, self._pending = self._pending, []
+        self._pool.submit_batch(jobs)

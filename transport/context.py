@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from backends.base import ASRBackend
 from config import Settings
-from inference.pool import InferencePool
+from inference.pool import InferencePool, LoopBatcher
 from observability.metrics import Metrics
 from transport.capacity import SessionSlots
 
@@ -18,4 +18,5 @@ class ServerContext:
     pool: InferencePool
     metrics: Metrics
     slots: SessionSlots
+    batcher: LoopBatcher | None = None  # created on the server's event loop
     ready: bool = field(default=False)

@@ -80,7 +80,7 @@ class LiveSession:
             in_queue=self._in,
             out_queue=self._out,
             out_queue_size=s.out_queue_size,
-            schedule=ctx.pool.submit,
+            schedule=ctx.batcher.schedule,
             metrics=ctx.metrics,
             sample_rate=self._rate,
         )
