@@ -20,6 +20,8 @@ from backends.base import EMPTY, Capabilities, Hypothesis, StreamOptions, Word
 from backends.fixtures import Fixture, load_fixtures
 
 _PROBE = 64  # samples matched to locate a segment inside a fixture
+_KEY = 4  # samples packed into one index key
+_HEAD = 32000  # a segment is located from its first 2 s at most
 _VOICED_RMS = 300  # frames above this carry words
 _FRAME = 320  # 20 ms at 16 kHz
 
@@ -81,6 +83,20 @@ class MockBackend:
             for f in load_fixtures(self._dir)
             for pcm in [f.pcm()]
         ]
+        # Every position of every clip, sorted by the 4 samples starting there: locating a
+        # segment is a binary search, whatever the clip count or the audio streamed.
+        keys, owners, offsets = [], [], []
+        for n, clip in enumerate(self._clips):
+            if clip.pcm.size < _PROBE:
+                continue
+            keys.append(_keys(clip.pcm[: clip.pcm.size - _PROBE + _KEY]))
+            owners.append(np.full(keys[-1].size, n, dtype=np.int32))
+            offsets.append(np.arange(keys[-1].size, dtype=np.int32))
+        all_keys = np.concatenate(keys) if keys else np.zeros(0, dtype=np.uint64)
+        order = np.argsort(all_keys, kind="stable")
+        self._keys = all_keys[order]
+        self._owners = np.concatenate(owners)[order] if keys else np.zeros(0, np.int32)
+        self._offsets = np.concatenate(offsets)[order] if keys else np.zeros(0, np.int32)
 
     def open_stream(self, options: StreamOptions) -> MockStream:
         with self._lock:
@@ -98,22 +114,22 @@ class MockBackend:
         with self._lock:
             self._open -= 1
 
-    def locate(self, segment: np.ndarray) -> tuple[_Clip, int] | None:
-        """(clip, sample offset of segment[0] in the clip), or None if no clip matches."""
-        head = np.abs(segment[: segment.size - _PROBE].astype(np.int32))
-        # Anchor on the loudest sample: a rare value has few candidate positions.
-        at = int(np.argmax(head)) if head.size else 0
-        if head.size == 0 or head[at] == 0:
+    def locate(self, head: np.ndarray) -> tuple[_Clip, int] | None:
+        """(clip, sample offset of head[0] in the clip), or None if no clip matches."""
+        if head.size < _PROBE:
             return None
-        probe = segment[at : at + _PROBE]
-        for clip in self._clips:
-            candidates = np.flatnonzero(clip.pcm[: clip.pcm.size - _PROBE + 1] == probe[0])
-            if candidates.size == 0:
-                continue
-            windows = clip.pcm[candidates[:, None] + np.arange(_PROBE)]
-            hits = candidates[(windows == probe).all(axis=1)]
-            if hits.size:
-                return clip, int(hits[0]) - at
+        loud = np.abs(head[: head.size - _PROBE + 1].astype(np.int32))
+        at = int(np.argmax(loud))  # a loud sample: its key is rare, the match unambiguous
+        if loud[at] == 0:
+            return None
+        probe = head[at : at + _PROBE]
+        key = _keys(probe[:_KEY])[0]
+        lo, hi = np.searchsorted(self._keys, [key, key + np.uint64(1)])
+        for idx in range(lo, min(hi, lo + 16)):
+            clip = self._clips[self._owners[idx]]
+            start = int(self._offsets[idx])
+            if np.array_equal(clip.pcm[start : start + _PROBE], probe):
+                return clip, start - at
         return None
 
     def simulate_compute(self) -> None:
@@ -122,28 +138,34 @@ class MockBackend:
 
 
 class MockStream:
+    """Keeps only the segment's first seconds (to locate it) and a sample count."""
+
     def __init__(self, backend: MockBackend, options: StreamOptions) -> None:
         self._backend = backend
         self._rate = options.sample_rate
-        self._chunks: list[np.ndarray] = []
+        self._head: list[np.ndarray] = []
+        self._head_samples = 0
         self._samples = 0
         self._match: tuple[_Clip, int] | None = None
-        self._searched_at = 0
+        self._tried_at = 0
         self._closed = False
 
     def accept(self, pcm: np.ndarray) -> None:
-        self._chunks.append(pcm)
+        if self._head_samples < _HEAD:
+            self._head.append(pcm)
+            self._head_samples += pcm.size
         self._samples += pcm.size
 
     def partial(self) -> Hypothesis | None:
         self._backend.simulate_compute()
-        words = self._words(final=False)
+        words = self._words()
         return Hypothesis(" ".join(w.word for w in words)) if words else None
 
     def finalize(self) -> Hypothesis:
         self._backend.simulate_compute()
-        words = self._words(final=True)
-        self._chunks, self._samples, self._match, self._searched_at = [], 0, None, 0
+        words = self._words()
+        self._head, self._head_samples, self._samples = [], 0, 0
+        self._match, self._tried_at = None, 0
         if not words:
             return EMPTY
         return Hypothesis(" ".join(w.word for w in words), words=words, confidence=1.0)
@@ -151,13 +173,16 @@ class MockStream:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._chunks = []
+            self._head = []
             self._backend._stream_closed()
 
-    def _words(self, final: bool) -> tuple[Word, ...]:
-        if self._match is None and self._samples >= self._searched_at + _PROBE:
-            self._searched_at = self._samples
-            self._match = self._backend.locate(np.concatenate(self._chunks))
+    def _words(self) -> tuple[Word, ...]:
+        # Retry only while the head grows, so unknown audio costs a few searches per segment.
+        if self._match is None and self._head_samples > self._tried_at:
+            self._tried_at = self._head_samples
+            head = np.concatenate(self._head)[:_HEAD]
+            self._head = [head]
+            self._match = self._backend.locate(head)
         if self._match is None:
             return ()
         clip, offset = self._match
@@ -168,3 +193,11 @@ class MockStream:
             for w in clip.words
             if offset <= w.centre < end
         )
+
+
+def _keys(pcm: np.ndarray) -> np.ndarray:
+    """uint64 key of the ``_KEY`` samples starting at each position of ``pcm``."""
+    u = pcm.astype(np.uint16).astype(np.uint64)
+    n = u.size - _KEY + 1
+    return (u[:n] << np.uint64(48)) | (u[1 : n + 1] << np.uint64(32)) | (
+        u[2 : n + 2] << np.uint64(16)) | u[3 : n + 3]

@@ -122,11 +122,8 @@ class SessionJob:
             items: list[Item] = list(self._rescued)
             self._rescued.clear()
             q = self._in.sync_q
-            while True:
-                try:
-                    items.append(q.get_nowait())
-                except janus.SyncQueueEmpty:
-                    break
+            for _ in range(q.qsize()):  # no other consumer: qsize items are there to take
+                items.append(q.get_nowait())
         if items:
             self._process(items)
         with self._lock:
