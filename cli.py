@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import sys
+from pathlib import Path
 
 import uvicorn
 
@@ -24,10 +27,16 @@ def main(argv: list[str] | None = None) -> int:
         help="server processes sharing the port; each loads its own model and has its own "
              "STT_MAX_SESSIONS",
     )
+    stream = sub.add_parser("stream", help="stream a WAV file to a server, print transcripts")
+    stream.add_argument("file", type=Path, help="16 kHz mono 16-bit WAV")
+    stream.add_argument("--url", default="ws://127.0.0.1:8000/v1/stt/ws")
+    stream.add_argument("--frame-ms", type=int, default=100)
+    stream.add_argument("--speed", type=float, default=1.0, help="1 = real time, 0 = fast")
+    stream.add_argument("--json", action="store_true", help="print every message as JSON")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
-    return 2
+    return asyncio.run(_stream(args))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -49,6 +58,30 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
     )
     return 0
+
+
+async def _stream(args: argparse.Namespace) -> int:
+    from client.stream import read_pcm16k, stream_pcm
+
+    try:
+        pcm = read_pcm16k(args.file)
+    except (OSError, ValueError, EOFError) as exc:
+        print(f"sttd stream: {exc}", file=sys.stderr)
+        return 2
+    status = 0
+    async for msg in stream_pcm(args.url, pcm, frame_ms=args.frame_ms, speed=args.speed):
+        kind = msg["type"]
+        if args.json:
+            print(json.dumps(msg, ensure_ascii=False), flush=True)
+        elif kind == "partial":
+            print(f"  … {msg['text']}", flush=True)
+        elif kind == "final":
+            print(f"[{msg['start_ms'] / 1000:7.2f}-{msg['end_ms'] / 1000:7.2f}] {msg['text']}",
+                  flush=True)
+        if kind in ("error", "closed"):
+            print(f"sttd stream: {msg}", file=sys.stderr)
+            status = 1
+    return status
 
 
 if __name__ == "__main__":

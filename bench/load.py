@@ -294,28 +294,21 @@ class Driver:
         end = t0 + self.cfg.duration
         n = 0
         try:
-            if period:
-                while True:
+            while True:
+                if period:  # absolute schedule: no drift however late a send returns
                     target = t0 + n * period
                     if target >= end:
                         break
                     d = target - now()
                     if d > 0:
                         await sleep(d)
-                    append(now())
-                    await send(frames[k])
-                    k += 1
-                    if k == nframes:
-                        k = 0
-                    n += 1
-            else:
-                while now() < end:
-                    append(now())
-                    await send(frames[k])
-                    k += 1
-                    if k == nframes:
-                        k = 0
-                    n += 1
+                elif now() >= end:
+                    break
+                append(now())
+                await send(frames[k])
+                k = k + 1 if k + 1 < nframes else 0
+                n += 1
+                if not period:
                     await sleep(0)
             await ws.send(EOS)
         except ConnectionClosed:

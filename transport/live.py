@@ -22,6 +22,7 @@ from session.events import (
     AudioDropped,
     ErrorCode,
     Event,
+    Final,
     Pong,
     Ready,
     SessionEnd,
@@ -72,6 +73,7 @@ class LiveSession:
         self._max_drops = s.in_queue_max_drops
         self._max_samples = int(s.max_session_seconds * self._rate) or None
         self._idle = s.idle_timeout_sec
+        self._log_transcripts = s.log_transcripts
         self._in: janus.Queue = janus.Queue(maxsize=s.in_queue_size)
         self._out: janus.Queue = janus.Queue()  # bounded by policy in SessionJob, not by size
         self.job = SessionJob(
@@ -229,6 +231,9 @@ class LiveSession:
                 text = encode(event)
                 if text is not None:
                     await send({"type": "websocket.send", "text": text})
+                if self._log_transcripts and isinstance(event, Final):
+                    self._log.info("segment.final", segment_seq=event.segment_seq,
+                                   reason=event.reason.value, text=event.text)
                 if isinstance(event, SessionError):
                     self._error_sent(event)
                     code = self._wire.close_codes.get(event.code, CLOSE_INTERNAL)
