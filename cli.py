@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+import wave
 from pathlib import Path
 
 import uvicorn
@@ -65,8 +66,8 @@ async def _stream(args: argparse.Namespace) -> int:
 
     try:
         pcm = read_pcm16k(args.file)
-    except (OSError, ValueError, EOFError) as exc:
-        print(f"sttd stream: {exc}", file=sys.stderr)
+    except (OSError, ValueError, EOFError, wave.Error) as exc:
+        print(f"sttd stream: {args.file}: {exc}", file=sys.stderr)
         return 2
     status = 0
     async for msg in stream_pcm(args.url, pcm, frame_ms=args.frame_ms, speed=args.speed):

@@ -20,7 +20,7 @@ def read_pcm16k(path: Path) -> bytes:
     """Raw s16le mono 16 kHz samples of a WAV file (other formats come with the codec work)."""
     with wave.open(str(path), "rb") as w:
         if (w.getsampwidth(), w.getnchannels(), w.getframerate()) != (2, 1, RATE):
-            raise ValueError(f"{path}: need 16-bit mono {RATE} Hz WAV")
+            raise ValueError(f"need 16-bit mono {RATE} Hz WAV")
         return w.readframes(w.getnframes())
 
 
