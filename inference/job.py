@@ -25,6 +25,20 @@ from session.recognizer import SegmentRecognizer
 log = structlog.get_logger("sttd.inference")
 
 
+class Next(Enum):
+    """What the pool does with a job after running it."""
+
+    IDLE = "idle"  # nothing queued: forget it until new input arrives
+    AGAIN = "again"  # input arrived meanwhile: queue it for another run
+    PARTIAL = "partial"  # a partial is due: park it in the low-priority partial queue
+
+
+class _State(Enum):
+    IDLE = 0
+    SCHEDULED = 1  # in the pool's work queue, or running
+    PARKED = 2  # waiting in the partial queue; new input promotes it back to SCHEDULED
+
+
 class Control(Enum):
     COMMIT = "commit"  # finalize the open segment, keep going
     EOS = "eos"  # finalize, then end the session normally
@@ -69,7 +83,7 @@ class SessionJob:
         self._metrics = metrics
         self._rate = sample_rate
         self._lock = threading.Lock()
-        self._scheduled = False
+        self._state = _State.IDLE
         self._rescued: list[ControlItem] = []  # controls popped by drop-oldest, kept in order
         self._finished = False  # no more audio will be recognised
         self.cancelled = False  # set by the event loop when the client is gone
@@ -109,15 +123,17 @@ class SessionJob:
                 elif not self._rescued or self._rescued[-1].kind is not oldest.kind:
                     self._rescued.append(oldest)  # a repeat with no audio between is a no-op
             q.put_nowait(item)
-            wake = not self._scheduled
-            self._scheduled = True
+            wake = self._state is not _State.SCHEDULED  # a parked job is promoted
+            self._state = _State.SCHEDULED
         if wake:
             self._schedule(self)
         return dropped
 
     # -- inference-thread side -------------------------------------------------------------
 
-    def run(self) -> bool:
+    def run(self) -> Next:
+        """Recognise everything queued (VAD, endpointing, finals). Partials are not computed
+        here: a due partial parks the job, so finals of other sessions go first."""
         with self._lock:
             items: list[Item] = list(self._rescued)
             self._rescued.clear()
@@ -126,11 +142,33 @@ class SessionJob:
                 items.append(q.get_nowait())
         if items:
             self._process(items)
+        return self._settle(partial_due=self._partial_due())
+
+    def run_partial(self) -> Next:
+        """Compute the parked partial on the latest audio; stale entries are skipped."""
+        with self._lock:
+            if self._state is not _State.PARKED:
+                return Next.IDLE  # promoted by new input: the work queue has it already
+            self._state = _State.SCHEDULED
+        if self._partial_due():
+            events: list[Event] = []
+            self._guarded(events, self._rec.maybe_partial)
+            for event in events:
+                self._emit(event)
+        return self._settle(partial_due=False)
+
+    def _partial_due(self) -> bool:
+        return not (self._finished or self.cancelled) and self._rec.partial_due
+
+    def _settle(self, partial_due: bool) -> Next:
         with self._lock:
             if self._rescued or self._in.sync_q.qsize():
-                return True
-            self._scheduled = False
-            return False
+                return Next.AGAIN
+            if partial_due:
+                self._state = _State.PARKED
+                return Next.PARTIAL
+            self._state = _State.IDLE
+            return Next.IDLE
 
     def _process(self, items: list[Item]) -> None:
         events: list[Event] = []
@@ -146,8 +184,6 @@ class SessionJob:
                 self._close()
             elif not (self._finished or self.cancelled):
                 self._guarded(events, self._control, item)
-        if not (self._finished or self.cancelled):
-            self._guarded(events, self._rec.maybe_partial)
         fed = self._rec.processed_samples - before
         if fed:
             self._metrics.audio_processed.inc(fed / self._rate)

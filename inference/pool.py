@@ -9,40 +9,52 @@ waking a thread (and handing it the GIL) per audio frame would cost more than th
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
+from collections import deque
 from typing import Protocol
 
 import structlog
+
+from inference.job import Next
 
 log = structlog.get_logger("sttd.inference")
 
 
 class Job(Protocol):
-    def run(self) -> bool:
-        """Do the queued work; True when more arrived meanwhile and the job must run again."""
+    def run(self) -> Next:
+        """Recognise queued input; say what to do with the job next."""
+
+    def run_partial(self) -> Next:
+        """Compute a due partial on the latest audio."""
 
 
 _STOP = object()
 
 
 class InferencePool:
+    """Two queues: work (audio, endpoints, finals) always before partials, so finals keep
+    their latency under load while the partial cadence stretches."""
+
     def __init__(self, threads: int, name: str = "sttd-infer") -> None:
         self._size = threads
         self._name = name
-        self._ready: queue.SimpleQueue[list[Job] | object] = queue.SimpleQueue()
+        self._work: deque[list[Job]] = deque()
+        self._partials: deque[Job] = deque()
+        self._cv = threading.Condition(threading.Lock())
+        self._stopping = False
         self._threads: list[threading.Thread] = []
 
     @property
     def depth(self) -> int:
-        """Sessions waiting for a thread."""
-        return self._ready.qsize()
+        """Jobs waiting for a thread (work batches' jobs plus parked partials)."""
+        return sum(len(b) for b in list(self._work)) + len(self._partials)
 
     @property
     def alive(self) -> int:
         return sum(t.is_alive() for t in self._threads)
 
     def start(self) -> None:
+        self._stopping = False
         for i in range(self._size):
             t = threading.Thread(target=self._loop, name=f"{self._name}-{i}", daemon=True)
             t.start()
@@ -50,35 +62,54 @@ class InferencePool:
 
     def submit(self, job: Job) -> None:
         """Thread-safe; prefer a ``LoopBatcher`` on the event loop."""
-        self._ready.put([job])
+        self.submit_batch([job])
 
     def submit_batch(self, jobs: list[Job]) -> None:
-        self._ready.put(jobs)
+        with self._cv:
+            self._work.append(jobs)
+            self._cv.notify()
 
     def stop(self, timeout: float = 5.0) -> None:
-        for _ in self._threads:
-            self._ready.put(_STOP)
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()
 
     def _loop(self) -> None:
         while True:
-            batch = self._ready.get()
-            if batch is _STOP:
-                return
-            again = [job for job in batch if self._run(job)]
-            if again:
-                # Back of the line: sessions with a backlog do not starve the others.
-                self._ready.put(again)
+            with self._cv:
+                while not (self._work or self._partials or self._stopping):
+                    self._cv.wait()
+                if self._stopping:
+                    return
+                if self._work:
+                    batch, partial = self._work.popleft(), False
+                else:
+                    batch, partial = [self._partials.popleft()], True
+            again: list[Job] = []
+            parked: list[Job] = []
+            for job in batch:
+                nxt = self._run(job.run_partial if partial else job.run)
+                if nxt is Next.AGAIN:
+                    again.append(job)
+                elif nxt is Next.PARTIAL:
+                    parked.append(job)
+            if again or parked:
+                with self._cv:
+                    if again:  # back of the line: a backlog does not starve other sessions
+                        self._work.append(again)
+                    self._partials.extend(parked)
+                    self._cv.notify(len(parked) + bool(again))
 
     @staticmethod
-    def _run(job: Job) -> bool:
+    def _run(step) -> Next:
         try:
-            return job.run()
+            return step()
         except BaseException:  # a job must never take a pool thread down with it
             log.exception("inference.job_crashed")
-            return False
+            return Next.IDLE
 
 
 class LoopBatcher:

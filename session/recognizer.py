@@ -77,10 +77,17 @@ class SegmentRecognizer:
             self._apply(self._endpointer.process(frame, voiced), received_at, events)
         return events
 
+    @property
+    def partial_due(self) -> bool:
+        """In speech, with ``partial_ms`` of new segment audio since the last partial."""
+        return (
+            self._cfg.partials
+            and self.in_speech
+            and self._segment_samples - self._samples_at_last_partial >= self._partial_samples
+        )
+
     def maybe_partial(self) -> list[Event]:
-        if not (self._cfg.partials and self.in_speech):
-            return []
-        if self._segment_samples - self._samples_at_last_partial < self._partial_samples:
+        if not self.partial_due:
             return []
         self._samples_at_last_partial = self._segment_samples
         hyp = self._timed("partial", self._stream.partial)

@@ -5,7 +5,7 @@ import asyncio
 import janus
 import numpy as np
 
-from inference.job import AudioChunk, Control, ControlItem, SessionJob
+from inference.job import AudioChunk, Control, ControlItem, Next, SessionJob
 from observability.metrics import Metrics
 from session.endpointer import EndpointConfig
 from session.events import Final, FinalReason, Partial, SessionEnd
@@ -48,7 +48,7 @@ async def test_controls_are_never_dropped_and_keep_their_order():
     # Queue full: these push out the audio, then the commit, which must survive.
     job.offer(AudioChunk(speech(300).tobytes(), 0.0))
     job.offer(ControlItem(Control.EOS, 0.0))
-    assert await asyncio.to_thread(job.run) is False
+    assert await asyncio.to_thread(job.run) is Next.IDLE
     events = []
     while job.output_depth:
         events.append(job._out.sync_q.get_nowait())
@@ -73,7 +73,7 @@ async def test_output_sheds_partials_above_80_percent_but_never_finals():
 async def test_run_reports_more_work_when_audio_arrives_meanwhile():
     job, scheduled, _ = make_job(in_size=10)
     job.offer(chunk(0))
-    assert await asyncio.to_thread(job.run) is False
+    assert await asyncio.to_thread(job.run) is Next.IDLE
     job.offer(chunk(0))
     assert scheduled == [job, job], "an idle job is scheduled again when audio arrives"
 
@@ -88,3 +88,17 @@ async def test_backend_failure_becomes_a_session_error_and_later_audio_is_counte
     assert events[-1].code.value == "backend_error"
     assert job.discarded_samples == 1600
     assert job.processed_samples == 16 * 500
+
+
+async def test_due_partial_parks_the_job_and_new_audio_promotes_it():
+    job, scheduled, _ = make_job(in_size=50)
+    job.offer(AudioChunk(speech(300).tobytes(), 0.0))
+    assert await asyncio.to_thread(job.run) is Next.PARTIAL
+    job.offer(AudioChunk(speech(100).tobytes(), 0.0))  # promoted: scheduled as work again
+    assert scheduled == [job, job]
+    assert await asyncio.to_thread(job.run_partial) is Next.IDLE, "stale parked entry skipped"
+    assert await asyncio.to_thread(job.run) is Next.PARTIAL
+    assert await asyncio.to_thread(job.run_partial) is Next.IDLE
+    events = [job._out.sync_q.get_nowait() for _ in range(job.output_depth)]
+    assert [type(e).__name__ for e in events] == ["SpeechStarted", "Partial"]
+    assert events[1].end_ms == 400, "the partial covers the latest audio"
