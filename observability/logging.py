@@ -40,6 +40,7 @@ def configure_logging(level: str = "info", json: bool = True) -> None:
     # One line per WebSocket handshake is noise at hundreds of sessions: sttd logs its own.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.error").addFilter(_drop_connection_chatter)
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # one line per decode
 
 
 def _drop_connection_chatter(record: logging.LogRecord) -> bool:

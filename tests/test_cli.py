@@ -57,6 +57,37 @@ def test_sttd_serve_and_stream(env):
         assert server.wait(20) == 0
 
 
+def test_default_backend_is_whisper_and_transcribes_english(env):
+    pytest.importorskip("faster_whisper")
+    from tests.backends.test_whisper import word_error_rate
+
+    env.pop("STT_BACKEND")
+    port = free_port()
+    server = subprocess.Popen(
+        [BIN / "sttd", "serve", "--port", str(port)],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"ws://127.0.0.1:{port}/v1/stt/ws"
+    try:
+        wait_ready(port, server, timeout=60)
+        for clip_id, max_wer in (("ep_lj001_0002_0003_pause2p5", 0.15), ("fw_jfk", 0.15),
+                                 ("gen_pinknoise_8s", None), ("kgs_silence", None)):
+            clip = FIXTURES[clip_id]
+            out = subprocess.run(
+                [BIN / "sttd", "stream", str(clip.path), "--speed", "0", "--url", url],
+                capture_output=True, text=True, timeout=120, check=True,
+            ).stdout
+            text = " ".join(line.split("] ", 1)[1] for line in out.splitlines()
+                            if line.startswith("[") and "] " in line)
+            if max_wer is None:
+                assert text.strip() == "", f"words on {clip_id}: {text!r}"
+            else:
+                assert word_error_rate(text, clip.text) <= max_wer, (text, clip.text)
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(20) == 0
+
+
 def test_sttd_stream_reports_a_bad_file(tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not a wav")
