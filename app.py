@@ -44,6 +44,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.info("backend.loading", backend=ctx.backend.name)
             stack.callback(ctx.backend.close)
             await asyncio.to_thread(ctx.backend.load)
+            if settings.vad == "silero":  # fail at start-up, not at the first session
+                from session.silero import load_silero
+
+                await asyncio.to_thread(load_silero)
             stack.callback(ctx.pool.stop)
             ctx.pool.start()
             ctx.batcher = LoopBatcher(ctx.pool)

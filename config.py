@@ -6,6 +6,7 @@ Nothing is read at import time: ``Settings()`` is built by the CLI or ``create_a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +40,11 @@ class Settings(BaseSettings):
     idle_timeout_sec: float = Field(30.0, gt=0, description="Close a session silent this long.")
 
     # Endpointing defaults; each can be overridden per session in the query string.
+    vad: Literal["energy", "silero"] = Field(
+        "silero", description="Voice detector: 'silero' (ONNX model, level-independent) or "
+        "'energy' (int16 RMS with hysteresis, nearly free)."
+    )
+    silero_threshold: float = Field(0.5, gt=0, lt=1, description="Silero speech probability.")
     vad_threshold: int = Field(300, ge=0, le=32767, description="int16 RMS that counts as voice.")
     vad_silence_ms: int = Field(500, ge=20, description="Silence that ends a segment.")
     vad_speech_start_ms: int = Field(60, ge=20, description="Voiced run that starts a segment.")

@@ -46,7 +46,9 @@ class _Clip:
 
 def _spread_words(pcm: np.ndarray, fixture: Fixture, rate: int) -> tuple[_TimedWord, ...]:
     frames = pcm[: pcm.size // _FRAME * _FRAME].reshape(-1, _FRAME).astype(np.float32)
-    voiced = np.sqrt((frames * frames).mean(axis=1)) > _VOICED_RMS
+    rms = np.sqrt((frames * frames).mean(axis=1))
+    # Quiet recordings carry words too: scale the voicing level down to the clip's loudness.
+    voiced = rms > min(_VOICED_RMS, 0.2 * float(rms.max(initial=0.0)))
     words: list[_TimedWord] = []
     for utt in fixture.utterances:
         tokens = utt.text.split()

@@ -206,6 +206,7 @@ class WhisperStream:
             return EMPTY
         segments, info = self._model.transcribe(
             audio, language=self._language, beam_size=o.beam_size, best_of=o.beam_size,
+            temperature=0.0,  # no fallback re-decodes: the guards below drop bad output
             word_timestamps=True, condition_on_previous_text=False, vad_filter=False,
             no_speech_threshold=o.no_speech_threshold, log_prob_threshold=o.log_prob_threshold,
             compression_ratio_threshold=o.compression_ratio_threshold, hotwords=self._hotwords,

@@ -49,6 +49,7 @@ class NativeParams(BaseModel):
     partial_ms: int | None = Field(None, ge=100, le=10000)
     language: str = "auto"
     hotwords: tuple[str, ...] = ()
+    vad: Literal["energy", "silero"] | None = None
     vad_threshold: int | None = Field(None, ge=0, le=32767)
     vad_silence_ms: int | None = Field(None, ge=100, le=10000)
     max_segment_ms: int | None = Field(None, ge=1000, le=120000)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -19,6 +20,12 @@ from session.events import Event, Final, FinalReason, Partial, SpeechStarted
 from session.vad import EnergyVAD
 
 InferenceObserver = Callable[[str, float], None]
+
+
+class VoiceDetector(Protocol):
+    def is_speech(self, frame: np.ndarray) -> bool: ...
+
+    def classify(self, frames: np.ndarray) -> list[bool]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,12 +44,13 @@ class SegmentRecognizer:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_inference: InferenceObserver | None = None,
+        vad: VoiceDetector | None = None,
     ) -> None:
         self._stream = stream
         self._cfg = config
         self._clock = clock
         self._on_inference = on_inference or (lambda kind, seconds: None)
-        self._vad = EnergyVAD(config.vad_threshold)
+        self._vad = vad or EnergyVAD(config.vad_threshold)
         self._endpointer = Endpointer(config.endpoint)
         self._frame = config.endpoint.frame_samples
         self._rate = config.endpoint.sample_rate

@@ -24,7 +24,8 @@ def free_port() -> int:
 class RunningServer:
     def __init__(self, **overrides) -> None:
         self.port = free_port()
-        defaults = {"backend": "mock", "log_json": True, "log_level": "warning"}
+        # Energy VAD: the mock tests pin segment boundaries to RMS levels.
+        defaults = {"backend": "mock", "vad": "energy", "log_json": True, "log_level": "warning"}
         self.settings = Settings(**{**defaults, **overrides, "port": self.port})
         self.app = create_app(self.settings)
         config = uvicorn.Config(

@@ -33,7 +33,7 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
 
 @pytest.fixture
 def env():
-    return {**os.environ, "STT_LOG_LEVEL": "warning", "STT_BACKEND": "mock"}
+    return {**os.environ, "STT_LOG_LEVEL": "warning", "STT_BACKEND": "mock", "STT_VAD": "energy"}
 
 
 def test_sttd_serve_and_stream(env):
@@ -62,6 +62,7 @@ def test_default_backend_is_whisper_and_transcribes_english(env):
     from tests.backends.test_whisper import word_error_rate
 
     env.pop("STT_BACKEND")
+    env.pop("STT_VAD")  # the product defaults: whisper + silero
     port = free_port()
     server = subprocess.Popen(
         [BIN / "sttd", "serve", "--port", str(port)],

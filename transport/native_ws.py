@@ -16,11 +16,19 @@ from protocol.common import CLOSE_CODES, ProtocolError
 from session.endpointer import EndpointConfig
 from session.events import Ready
 from session.recognizer import RecognizerConfig, SegmentRecognizer
+from session.silero import SileroVAD, load_silero
 from transport.context import ServerContext
 from transport.handshake import deny
 from transport.live import LiveSession, Wire
 
 log = structlog.get_logger("sttd.session")
+
+
+def make_vad(kind: str, settings) -> SileroVAD | None:
+    """A per-session Silero detector, or None for the recognizer's energy VAD."""
+    if kind != "silero":
+        return None
+    return SileroVAD(load_silero(), threshold=settings.silero_threshold)
 
 
 def attach(app: FastAPI) -> None:
@@ -65,6 +73,13 @@ async def _serve(websocket: WebSocket, ctx: ServerContext, params: native.Native
         ctx.metrics.rejections.labels("bad_request").inc()
         await deny(websocket, 400, "bad_request", str(exc))
         return
+    try:
+        vad = make_vad(params.vad or s.vad, s)
+    except RuntimeError as exc:
+        await asyncio.to_thread(stream.close)
+        ctx.metrics.rejections.labels("bad_request").inc()
+        await deny(websocket, 400, "bad_request", str(exc))
+        return
     session_id = uuid.uuid4().hex
     slog = log.bind(session_id=session_id, call_id=params.call_id, protocol="native")
     endpoint = EndpointConfig(
@@ -89,6 +104,7 @@ async def _serve(websocket: WebSocket, ctx: ServerContext, params: native.Native
             partials=backend.capabilities.partials,
         ),
         on_inference=on_inference,
+        vad=vad,
     )
     wire = Wire(
         parse_text=native.parse_text,
