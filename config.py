@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     whisper_compute_type: str = "int8"
     whisper_beam_size: int = Field(1, ge=1, le=10, description="Beam size of final decodes.")
     whisper_cpu_threads: int = Field(
-        0, ge=0, description="CTranslate2 threads per decode; 0 = cores / inference threads."
+        0, ge=0, description="CTranslate2 threads per decode; 0 = all cores."
     )
     whisper_no_speech_threshold: float = 0.6
     whisper_log_prob_threshold: float = -1.0

@@ -45,9 +45,8 @@ def _whisper(settings: Settings) -> ASRBackend:
 
     from backends.whisper import WhisperBackend, WhisperOptions, bundled_model
 
-    threads = settings.whisper_cpu_threads or max(
-        1, (os.cpu_count() or 1) // settings.inference_threads
-    )
+    # CTranslate2 releases the GIL; one decode may use every core when it runs alone.
+    threads = settings.whisper_cpu_threads or (os.cpu_count() or 1)
     return WhisperBackend(
         WhisperOptions(
             model=settings.whisper_model or bundled_model(),

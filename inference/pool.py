@@ -43,6 +43,10 @@ class InferencePool:
         self._cv = threading.Condition(threading.Lock())
         self._stopping = False
         self._threads: list[threading.Thread] = []
+        # With more than one thread, one is always left for work: a final never waits for
+        # a partial decode to finish.
+        self._partial_slots = max(1, threads - 1)
+        self._partials_running = 0
 
     @property
     def depth(self) -> int:
@@ -80,7 +84,7 @@ class InferencePool:
     def _loop(self) -> None:
         while True:
             with self._cv:
-                while not (self._work or self._partials or self._stopping):
+                while not (self._work or self._stopping or self._partial_ready()):
                     self._cv.wait()
                 if self._stopping:
                     return
@@ -88,20 +92,31 @@ class InferencePool:
                     batch, partial = self._work.popleft(), False
                 else:
                     batch, partial = [self._partials.popleft()], True
-            again: list[Job] = []
-            parked: list[Job] = []
-            for job in batch:
-                nxt = self._run(job.run_partial if partial else job.run)
-                if nxt is Next.AGAIN:
-                    again.append(job)
-                elif nxt is Next.PARTIAL:
-                    parked.append(job)
-            if again or parked:
-                with self._cv:
-                    if again:  # back of the line: a backlog does not starve other sessions
-                        self._work.append(again)
-                    self._partials.extend(parked)
-                    self._cv.notify(len(parked) + bool(again))
+                    self._partials_running += 1
+            again, parked = self._run_batch(batch, partial)
+            if not (partial or again or parked):
+                continue
+            with self._cv:
+                if partial:
+                    self._partials_running -= 1
+                if again:  # back of the line: a backlog does not starve other sessions
+                    self._work.append(again)
+                self._partials.extend(parked)
+                self._cv.notify_all()
+
+    def _partial_ready(self) -> bool:
+        return bool(self._partials) and self._partials_running < self._partial_slots
+
+    def _run_batch(self, batch: list[Job], partial: bool) -> tuple[list[Job], list[Job]]:
+        again: list[Job] = []
+        parked: list[Job] = []
+        for job in batch:
+            nxt = self._run(job.run_partial if partial else job.run)
+            if nxt is Next.AGAIN:
+                again.append(job)
+            elif nxt is Next.PARTIAL:
+                parked.append(job)
+        return again, parked
 
     @staticmethod
     def _run(step) -> Next:
