@@ -75,6 +75,7 @@ class WhisperBackend:
         self._gate = None
         self._open = 0
         self._lock = threading.Lock()
+        self._finals_running = 0  # partials yield the CPU to finals
 
     def load(self) -> None:
         from faster_whisper import WhisperModel
@@ -157,8 +158,8 @@ class WhisperStream:
         self._samples += pcm.size
 
     def partial(self) -> Hypothesis | None:
-        if self._samples < _MIN_PARTIAL_SAMPLES:
-            return None
+        if self._samples < _MIN_PARTIAL_SAMPLES or self._backend._finals_running:
+            return None  # a final is decoding: it gets the cores; the next partial catches up
         words = self._decode_partial(self._audio())
         stable = _agreed_prefix(self._previous, words)
         self._previous = words
@@ -169,7 +170,14 @@ class WhisperStream:
         self._chunks, self._samples, self._previous = [], 0, []
         if audio.size < _RATE // 10:
             return EMPTY
-        return self._decode_final(audio)
+        backend = self._backend
+        with backend._lock:
+            backend._finals_running += 1
+        try:
+            return self._decode_final(audio)
+        finally:
+            with backend._lock:
+                backend._finals_running -= 1
 
     def close(self) -> None:
         if not self._closed:
