@@ -106,7 +106,9 @@ class LiveSession:
         send = asyncio.create_task(self._send_pump())
         try:
             done, _ = await asyncio.wait({recv, send}, return_when=asyncio.FIRST_COMPLETED)
-            if recv in done and recv.result() != "disconnect":
+            if recv in done and recv.exception() is not None:
+                self._log.warning("session.receive_failed", error=repr(recv.exception()))
+            elif recv in done and recv.result() != "disconnect":
                 # Flush finals (eos) or deliver the error, then close; bounded in case the
                 # backend never answers.
                 await asyncio.wait_for(send, timeout=self._idle)
