@@ -67,8 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _queue_depths(ctx: ServerContext):
-    sessions = list(ctx.slots)
-    jobs = [s.job for s in sessions if hasattr(s, "job")]
+    jobs = [slot.job for slot in ctx.slots if slot.job is not None]
     yield "input", sum(j.input_depth for j in jobs)
     yield "output", sum(j.output_depth for j in jobs)
     yield "inference", ctx.pool.depth

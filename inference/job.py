@@ -66,7 +66,6 @@ class SessionJob:
         self,
         recognizer: SegmentRecognizer,
         *,
-        backend_name: str,
         in_queue: janus.Queue[Item],
         out_queue: janus.Queue[Event],
         out_queue_size: int,
@@ -75,7 +74,6 @@ class SessionJob:
         sample_rate: int = 16000,
     ) -> None:
         self._rec = recognizer
-        self._backend_name = backend_name
         self._in = in_queue
         self._out = out_queue
         self._partial_cutoff = max(1, out_queue_size * 8 // 10)

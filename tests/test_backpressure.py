@@ -21,7 +21,7 @@ def make_job(in_size=4, out_size=10, stream=None):
         RecognizerConfig(EndpointConfig(speech_start_ms=20, preroll_ms=0), partial_ms=100),
     )
     job = SessionJob(
-        rec, backend_name="fake", in_queue=janus.Queue(in_size), out_queue=janus.Queue(),
+        rec, in_queue=janus.Queue(in_size), out_queue=janus.Queue(),
         out_queue_size=out_size, schedule=scheduled.append, metrics=metrics,
     )
     return job, scheduled, metrics

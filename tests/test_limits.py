@@ -143,3 +143,16 @@ async def test_overload_drops_oldest_audio_tells_the_client_then_gives_up(start_
 
     server.wait_for(reconciled, timeout=15)
     assert_healthy(server)
+
+
+async def test_queue_depth_metric_sees_audio_waiting_for_a_busy_backend(start_server):
+    server = start_server(mock_delay_ms=1500, inference_threads=1)
+    clip = FIXTURES["lj_LJ001-0001"].pcm().tobytes()
+    async with connect(server.ws_url()) as ws:
+        await ws.recv()
+        for i in range(0, 64000, 3200):  # 2 s of speech: the first partial blocks the thread
+            await ws.send(clip[i : i + 3200])
+        await asyncio.sleep(1.0)
+        for i in range(64000, 96000, 3200):
+            await ws.send(clip[i : i + 3200])
+        server.wait_for(lambda: server.metrics()['stt_queue_depth{queue="input"}'] >= 1)

@@ -3,29 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(eq=False)
+class Slot:
+    """One admitted session; ``job`` is set once its inference job exists (for metrics)."""
+
+    job: Any = None
 
 
 class SessionSlots:
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._live: set[Any] = set()
+        self._live: set[Slot] = set()
 
     def __len__(self) -> int:
         return len(self._live)
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Slot]:
         return iter(list(self._live))
 
     @property
     def free(self) -> int:
         return self.limit - len(self._live)
 
-    def try_take(self, session: Any) -> bool:
+    def try_take(self, session: Slot) -> bool:
         if len(self._live) >= self.limit:
             return False
         self._live.add(session)
         return True
 
-    def release(self, session: Any) -> None:
+    def release(self, session: Slot) -> None:
         self._live.discard(session)

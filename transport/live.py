@@ -78,7 +78,6 @@ class LiveSession:
         self._out: janus.Queue = janus.Queue()  # bounded by policy in SessionJob, not by size
         self.job = SessionJob(
             recognizer,
-            backend_name=ctx.backend.name,
             in_queue=self._in,
             out_queue=self._out,
             out_queue_size=s.out_queue_size,

@@ -17,6 +17,7 @@ from session.endpointer import EndpointConfig
 from session.events import Ready
 from session.recognizer import RecognizerConfig, SegmentRecognizer
 from session.silero import SileroVAD, load_silero
+from transport.capacity import Slot
 from transport.context import ServerContext
 from transport.handshake import deny
 from transport.live import LiveSession, Wire
@@ -48,20 +49,22 @@ async def native_stream(websocket: WebSocket) -> None:
         m.rejections.labels("not_ready").inc()
         await deny(websocket, 503, "not_ready", "the backend is not loaded yet")
         return
-    slot = object()
+    slot = Slot()
     if not ctx.slots.try_take(slot):
         m.rejections.labels("capacity").inc()
         await deny(websocket, 503, "capacity", f"server is full ({ctx.slots.limit} sessions)")
         return
     m.active_sessions.inc()
     try:
-        await _serve(websocket, ctx, params)
+        await _serve(websocket, ctx, params, slot)
     finally:
         ctx.slots.release(slot)
         m.active_sessions.dec()
 
 
-async def _serve(websocket: WebSocket, ctx: ServerContext, params: native.NativeParams) -> None:
+async def _serve(
+    websocket: WebSocket, ctx: ServerContext, params: native.NativeParams, slot: Slot
+) -> None:
     s = ctx.settings
     backend = ctx.backend
     options = StreamOptions(
@@ -115,4 +118,6 @@ async def _serve(websocket: WebSocket, ctx: ServerContext, params: native.Native
     await websocket.accept()
     slog.info("session.opened", sample_rate=params.sample_rate, language=params.language)
     ready = Ready(session_id, params.sample_rate, backend.name, backend.model)
-    await LiveSession(websocket, ctx, wire, recognizer, ready, slog).run()
+    live = LiveSession(websocket, ctx, wire, recognizer, ready, slog)
+    slot.job = live.job
+    await live.run()
