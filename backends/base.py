@@ -61,6 +61,7 @@ class StreamOptions:
     language: str = "auto"
     hotwords: tuple[str, ...] = ()
     n_best: int = 1
+    vad: str = "energy"  # the session's voice detector ("silero" already verified speech)
     extra: dict[str, str] = field(default_factory=dict)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from backends.base import (
 _RATE = 16000
 _MIN_PARTIAL_SAMPLES = _RATE * 3 // 10  # shorter audio gives no useful partial
 _TOKENS_PER_SECOND = 5  # partial output cap: generous for speech, short for loops
+_PARTIAL_BUDGET = 0.3  # partial decodes may use at most this share of real time per stream
 _WORD = re.compile(r"[\w']+")
 
 
@@ -94,7 +96,7 @@ class WhisperBackend:
 
             self._gate = get_vad_model()
         # Warm-up: the first decode pays for allocations; keep that out of a user's latency.
-        stream = self.open_stream(StreamOptions(language="auto"))
+        stream = self.open_stream(StreamOptions(language="auto", vad="silero"))  # no gate
         stream.accept((np.sin(np.arange(_RATE) / 9) * 3000).astype(np.int16))
         stream.partial()
         stream._decode_final(np.zeros(_RATE, dtype=np.float32))
@@ -144,6 +146,8 @@ class WhisperStream:
         self._chunks: list[np.ndarray] = []
         self._samples = 0
         self._previous: list[str] = []  # words of the previous partial decode
+        self._next_partial_at = 0  # segment samples before which a partial is not worth it
+        self._gate = backend._gate is not None and options.vad != "silero"  # else: done already
         self._closed = False
         self._tokenizer = Tokenizer(
             self._model.hf_tokenizer, self._model.model.is_multilingual, task="transcribe",
@@ -158,9 +162,15 @@ class WhisperStream:
         self._samples += pcm.size
 
     def partial(self) -> Hypothesis | None:
-        if self._samples < _MIN_PARTIAL_SAMPLES or self._backend._finals_running:
+        if self._samples < max(_MIN_PARTIAL_SAMPLES, self._next_partial_at):
+            return None
+        if self._backend._finals_running:
             return None  # a final is decoding: it gets the cores; the next partial catches up
+        started = time.perf_counter()
         words = self._decode_partial(self._audio())
+        # Decodes grow with the segment: space them so they stay within the budget.
+        cost = time.perf_counter() - started
+        self._next_partial_at = self._samples + int(cost / _PARTIAL_BUDGET * _RATE)
         stable = _agreed_prefix(self._previous, words)
         self._previous = words
         return Hypothesis(" ".join(stable)) if stable else None
@@ -168,6 +178,7 @@ class WhisperStream:
     def finalize(self) -> Hypothesis:
         audio = self._audio()
         self._chunks, self._samples, self._previous = [], 0, []
+        self._next_partial_at = 0
         if audio.size < _RATE // 10:
             return EMPTY
         backend = self._backend
@@ -210,7 +221,7 @@ class WhisperStream:
 
     def _decode_final(self, audio: np.ndarray) -> Hypothesis:
         o = self._backend._opts
-        if self._backend._gate is not None and not _has_speech(audio):
+        if self._gate and not _has_speech(audio):
             return EMPTY
         segments, info = self._model.transcribe(
             audio, language=self._language, beam_size=o.beam_size, best_of=o.beam_size,

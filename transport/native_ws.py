@@ -68,7 +68,8 @@ async def _serve(
     s = ctx.settings
     backend = ctx.backend
     options = StreamOptions(
-        sample_rate=params.sample_rate, language=params.language, hotwords=params.hotwords
+        sample_rate=params.sample_rate, language=params.language, hotwords=params.hotwords,
+        vad=params.vad or s.vad,
     )
     try:
         stream = await asyncio.to_thread(backend.open_stream, options)
