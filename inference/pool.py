@@ -102,7 +102,10 @@ class InferencePool:
                 if again:  # back of the line: a backlog does not starve other sessions
                     self._work.append(again)
                 self._partials.extend(parked)
-                self._cv.notify_all()
+                # Wake only as many threads as there is new work for (this one loops anyway).
+                wake = bool(again) + len(parked) + partial - 1
+                if wake > 0:
+                    self._cv.notify(wake)
 
     def _partial_ready(self) -> bool:
         return bool(self._partials) and self._partials_running < self._partial_slots
@@ -112,11 +115,25 @@ class InferencePool:
         parked: list[Job] = []
         for job in batch:
             nxt = self._run(job.run_partial if partial else job.run)
+            if nxt is Next.PARTIAL and not partial and self._take_partial_slot_if_idle():
+                # Nothing waits: compute the partial now rather than round-trip the queue.
+                try:
+                    nxt = self._run(job.run_partial)
+                finally:
+                    with self._cv:
+                        self._partials_running -= 1
             if nxt is Next.AGAIN:
                 again.append(job)
             elif nxt is Next.PARTIAL:
                 parked.append(job)
         return again, parked
+
+    def _take_partial_slot_if_idle(self) -> bool:
+        with self._cv:
+            if self._work or self._partials or self._partials_running >= self._partial_slots:
+                return False
+            self._partials_running += 1
+            return True
 
     @staticmethod
     def _run(step) -> Next:
