@@ -8,7 +8,7 @@ only hears the audio of the current segment and is told when it ends.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -62,7 +62,6 @@ class StreamOptions:
     hotwords: tuple[str, ...] = ()
     n_best: int = 1
     vad: str = "energy"  # the session's voice detector ("silero" already verified speech)
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 class BackendError(Exception):

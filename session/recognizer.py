@@ -104,8 +104,8 @@ class SegmentRecognizer:
         self._last_partial_text = hyp.text
         if self._first_text_at is None:
             self._first_text_at = self._clock()
-        start = self._endpointer.segment_start
-        return [Partial(self.segment_seq, hyp.text, self._ms(start), self._ms(self._position()))]
+        start, end = self._endpointer.segment_start, self._endpointer.position
+        return [Partial(self.segment_seq, hyp.text, self._ms(start), self._ms(end))]
 
     def commit(self, received_at: float, reason: FinalReason = FinalReason.COMMIT) -> list[Event]:
         """Finalize the open segment now, including any buffered sub-frame audio."""
@@ -174,9 +174,6 @@ class SegmentRecognizer:
             return call()
         finally:
             self._on_inference(kind, self._clock() - t0)
-
-    def _position(self) -> int:
-        return self._endpointer.position
 
     def _ms(self, samples: int) -> int:
         return samples * 1000 // self._rate
