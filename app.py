@@ -17,7 +17,7 @@ from config import Settings
 from inference.pool import InferencePool, LoopBatcher
 from observability.logging import configure_logging
 from observability.metrics import Metrics
-from transport import http, native_ws
+from transport import batch, http, native_ws
 from transport.capacity import SessionSlots
 from transport.context import ServerContext
 
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ctx = ctx
     http.attach(app)
     native_ws.attach(app)
+    batch.attach(app)
     return app
 
 

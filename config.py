@@ -33,7 +33,12 @@ class Settings(BaseSettings):
     # Limits.
     max_sessions: int = Field(256, ge=1, description="Concurrent WebSocket sessions.")
     max_frame_bytes: int = Field(65536, ge=2, description="Largest binary frame accepted.")
-    max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)
+    max_upload_bytes: int = Field(
+        100 * 1024 * 1024, ge=1, description="Largest request body of POST /v1/stt/transcribe."
+    )
+    max_audio_seconds: float = Field(
+        4 * 3600, gt=0, description="Longest audio one transcription request may decode to."
+    )
     max_session_seconds: float = Field(
         0, ge=0, description="Audio seconds per session; 0 = no cap."
     )
@@ -77,6 +82,9 @@ class Settings(BaseSettings):
     # Mock backend (a test tool).
     mock_delay_ms: float = Field(0.0, ge=0, description="Simulated compute per mock call.")
     mock_fixtures: Path = REPO_ROOT / "references"
+    mock_tolerant: bool = Field(
+        False, description="Also recognise fixtures after lossy codecs (energy-envelope match)."
+    )
 
     # Observability.
     log_level: str = "info"

@@ -37,7 +37,8 @@ def create_backend(settings: Settings) -> ASRBackend:
 def _mock(settings: Settings) -> ASRBackend:
     from backends.mock import MockBackend
 
-    return MockBackend(settings.mock_fixtures, delay_ms=settings.mock_delay_ms)
+    return MockBackend(settings.mock_fixtures, delay_ms=settings.mock_delay_ms,
+                       tolerant=settings.mock_tolerant)
 
 
 def _whisper(settings: Settings) -> ASRBackend:

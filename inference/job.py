@@ -127,6 +127,16 @@ class SessionJob:
             self._schedule(self)
         return dropped
 
+    async def put(self, item: Item) -> None:
+        """Queue without shedding, waiting for room: for input that has no real-time
+        deadline (a batch upload), where the producer can simply be slowed down."""
+        await self._in.async_q.put(item)
+        with self._lock:
+            wake = self._state is not _State.SCHEDULED
+            self._state = _State.SCHEDULED
+        if wake:
+            self._schedule(self)
+
     # -- inference-thread side -------------------------------------------------------------
 
     def run(self) -> Next:

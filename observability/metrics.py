@@ -38,6 +38,10 @@ class Metrics:
         self.sessions = Counter(
             "stt_sessions_total", "Sessions ended, by outcome.", ["outcome"], registry=r
         )
+        self.batch_requests = Counter(
+            "stt_batch_requests_total", "POST /v1/stt/transcribe requests, by HTTP status.",
+            ["status"], registry=r,
+        )
         self.rejections = Counter(
             "stt_rejections_total", "Handshakes refused, by reason.", ["reason"], registry=r
         )

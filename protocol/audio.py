@@ -1,20 +1,57 @@
-"""Audio ingress: turn client frames into pcm_s16le mono at the backend rate."""
+"""Raw audio ingress: client frames of raw PCM or G.711 → pcm_s16le mono at 16 kHz.
+
+Raw frames carry no header, so the handshake's ``codec``, ``sample_rate`` and ``channels`` say
+what they are. Compressed and containerised audio goes through ``protocol.container``.
+"""
 
 from __future__ import annotations
 
+import numpy as np
+
 from protocol.common import ProtocolError
+from protocol.pcm import TARGET_RATE, Resampler, downmix, g711_table, to_s16
 from session.events import ErrorCode
 
+RAW_CODECS = ("pcm_s16le", "pcm_f32le", "mulaw", "alaw")
+_SAMPLE_BYTES = {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1, "alaw": 1}
 
-class PcmS16Decoder:
-    """Raw little-endian 16-bit mono PCM, already at the backend rate: validated, not copied."""
 
-    bytes_per_sample = 2
+class RawDecoder:
+    """One session's raw-audio decoder; keeps the resampler's state between frames."""
+
+    def __init__(self, codec: str, sample_rate: int, channels: int = 1) -> None:
+        self.codec = codec
+        self._channels = channels
+        self._frame_bytes = _SAMPLE_BYTES[codec] * channels  # one sample of every channel
+        self._resampler = Resampler(sample_rate)
+        # 16 kHz mono s16 needs no conversion at all: frames pass through, validated.
+        self._passthrough = (codec == "pcm_s16le" and channels == 1
+                             and sample_rate == TARGET_RATE)
 
     def decode(self, frame: bytes) -> bytes:
-        if len(frame) % 2:
+        if len(frame) % self._frame_bytes:
             raise ProtocolError(
                 ErrorCode.INVALID_AUDIO,
-                f"pcm_s16le frames must hold whole 16-bit samples; got {len(frame)} bytes",
+                f"{self.codec} frames with {self._channels} channel(s) must hold whole "
+                f"{self._frame_bytes}-byte samples; got {len(frame)} bytes",
             )
-        return frame
+        if self._passthrough:
+            return frame
+        mono = downmix(self._to_float(frame), self._channels)
+        return to_s16(self._resampler.process(mono)).tobytes()
+
+    def flush(self) -> bytes:
+        """The resampler's last samples, at end of stream."""
+        if self._passthrough:
+            return b""
+        return to_s16(self._resampler.flush()).tobytes()
+
+    def _to_float(self, frame: bytes) -> np.ndarray:
+        if self.codec == "pcm_s16le":
+            return np.frombuffer(frame, "<i2").astype(np.float32) / 32768.0
+        if self.codec == "pcm_f32le":
+            samples = np.frombuffer(frame, "<f4")
+            if not np.isfinite(samples).all():
+                raise ProtocolError(ErrorCode.INVALID_AUDIO, "pcm_f32le frame holds NaN or inf")
+            return samples
+        return g711_table(self.codec)[np.frombuffer(frame, np.uint8)]

@@ -8,15 +8,23 @@ See docs/protocol.md.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from backends.base import Word
+from protocol.audio import RAW_CODECS
 from protocol.common import Command, ProtocolError
+from protocol.fields import Hotwords, Language, describe
+from protocol.pcm import MIN_RATE
 from session.events import (
     AudioDropped,
     ErrorCode,
@@ -31,9 +39,6 @@ from session.events import (
 )
 
 MAX_CONTROL_CHARS = 4096
-MAX_HOTWORDS = 100
-MAX_HOTWORD_CHARS = 64
-_LANGUAGE = re.compile(r"^(auto|[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*)$")
 
 
 class NativeParams(BaseModel):
@@ -42,57 +47,37 @@ class NativeParams(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     call_id: str = Field(min_length=1, max_length=128)
-    sample_rate: int
-    codec: Literal["pcm_s16le"] = "pcm_s16le"
-    channels: Literal[1] = 1
+    codec: Literal["pcm_s16le", "pcm_f32le", "mulaw", "alaw",
+                   "auto", "ogg", "webm", "mp3", "flac", "wav"] = "pcm_s16le"
+    sample_rate: int | None = Field(
+        None, ge=MIN_RATE, le=48000, description="Raw codecs only (required there)."
+    )
+    channels: int = Field(1, ge=1, le=8, description="Raw codecs: interleaved, downmixed.")
     frame_ms: int = Field(20, ge=10, le=1000, description="Client's frame size; a hint.")
     partial_ms: int | None = Field(None, ge=100, le=10000)
-    language: str = "auto"
-    hotwords: tuple[str, ...] = ()
+    language: Language = "auto"
+    hotwords: Hotwords = ()
     vad: Literal["energy", "silero"] | None = None
     vad_threshold: int | None = Field(None, ge=0, le=32767)
     vad_silence_ms: int | None = Field(None, ge=100, le=10000)
     max_segment_ms: int | None = Field(None, ge=1000, le=120000)
 
-    @field_validator("sample_rate")
-    @classmethod
-    def _rate(cls, v: int) -> int:
-        if v != 16000:
-            raise ValueError("only 16000 is supported")
-        return v
+    @property
+    def is_raw(self) -> bool:
+        return self.codec in RAW_CODECS
 
-    @field_validator("language")
-    @classmethod
-    def _language(cls, v: str) -> str:
-        if not _LANGUAGE.match(v):
-            raise ValueError("expected 'auto' or a BCP-47 tag such as 'en' or 'pt-BR'")
-        return v.lower().replace("_", "-")
-
-    @field_validator("hotwords", mode="before")
-    @classmethod
-    def _hotwords(cls, v: Any) -> tuple[str, ...]:
-        words = tuple(w.strip() for w in str(v).split(",") if w.strip()) if v else ()
-        if len(words) > MAX_HOTWORDS:
-            raise ValueError(f"at most {MAX_HOTWORDS} hotwords")
-        if any(len(w) > MAX_HOTWORD_CHARS for w in words):
-            raise ValueError(f"each hotword at most {MAX_HOTWORD_CHARS} characters")
-        return words
+    @model_validator(mode="after")
+    def _raw_needs_rate(self) -> NativeParams:
+        if self.is_raw and self.sample_rate is None:
+            raise ValueError(f"sample_rate is required for codec {self.codec}")
+        return self
 
 
 def parse_params(query: Mapping[str, str]) -> NativeParams:
     try:
         return NativeParams.model_validate(dict(query))
     except ValidationError as exc:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, _describe(exc)) from None
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "query"
-        msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {msg}" if err["type"] != "missing" else f"{where} is required")
-    return "; ".join(parts)
+        raise ProtocolError(ErrorCode.BAD_REQUEST, describe(exc)) from None
 
 
 def parse_text(text: str) -> Command:

@@ -11,6 +11,9 @@ from backends.base import Alternative, Word
 class ErrorCode(StrEnum):
     BAD_REQUEST = "bad_request"
     INVALID_AUDIO = "invalid_audio"
+    UNSUPPORTED_AUDIO = "unsupported_audio"
+    AUDIO_TOO_LONG = "audio_too_long"
+    UPLOAD_TOO_LARGE = "upload_too_large"
     FRAME_TOO_LARGE = "frame_too_large"
     AUDIO_QUEUE_OVERFLOW = "audio_queue_overflow"
     IDLE_TIMEOUT = "idle_timeout"

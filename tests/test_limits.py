@@ -39,8 +39,9 @@ def assert_healthy(server) -> None:
 
 @pytest.mark.parametrize(
     "query,field",
-    [({"call_id": None}, "call_id"), ({"sample_rate": 44100}, "sample_rate"),
-     ({"vad_silence_ms": -1}, "vad_silence_ms"), ({"codec": "flac"}, "codec"),
+    [({"call_id": None}, "call_id"), ({"sample_rate": 96000}, "sample_rate"),
+     ({"sample_rate": None}, "sample_rate is required"), ({"channels": 9}, "channels"),
+     ({"vad_silence_ms": -1}, "vad_silence_ms"), ({"codec": "speex"}, "codec"),
      ({"partial_ms": "soon"}, "partial_ms")],
 )
 async def test_bad_parameters_are_refused_at_the_handshake(server, query, field):

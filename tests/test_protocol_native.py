@@ -45,10 +45,12 @@ def test_params_overrides_and_hotwords():
     [
         ({"sample_rate": "16000"}, "call_id is required"),
         ({"call_id": "c"}, "sample_rate is required"),
-        ({"call_id": "c", "sample_rate": "8000"}, "sample_rate: only 16000"),
+        ({"call_id": "c", "sample_rate": "7999"}, "sample_rate: Input should be greater"),
+        ({"call_id": "c", "sample_rate": "96000"}, "sample_rate: Input should be less"),
         ({"call_id": "c", "sample_rate": "abc"}, "sample_rate"),
         ({"call_id": "c", "sample_rate": "16000", "codec": "opus"}, "codec"),
-        ({"call_id": "c", "sample_rate": "16000", "channels": "2"}, "channels"),
+        ({"call_id": "c", "sample_rate": "16000", "channels": "0"}, "channels"),
+        ({"call_id": "c", "codec": "mulaw"}, "sample_rate is required for codec mulaw"),
         ({"call_id": "c", "sample_rate": "16000", "partial_ms": "-5"}, "partial_ms"),
         ({"call_id": "c", "sample_rate": "16000", "vad_silence_ms": "99999999"}, "vad_silence_ms"),
         ({"call_id": "c", "sample_rate": "16000", "vad_threshold": "40000"}, "vad_threshold"),
@@ -58,6 +60,7 @@ def test_params_overrides_and_hotwords():
     ],
 )
 def test_params_rejected_with_a_message_naming_the_field(query, fragment):
+    """Every rejection names the field and why."""
     with pytest.raises(ProtocolError) as err:
         parse_params(query)
     assert err.value.code is ErrorCode.BAD_REQUEST
@@ -129,3 +132,9 @@ def test_every_error_code_has_a_close_code():
     assert CLOSE_CODES[ErrorCode.BACKEND_ERROR] == 1011
     assert CLOSE_CODES[ErrorCode.AUDIO_QUEUE_OVERFLOW] == 1013
     assert CLOSE_CODES[ErrorCode.BAD_REQUEST] == 1008
+
+
+def test_container_codecs_need_no_sample_rate_and_raw_codecs_take_any_rate():
+    assert parse_params({"call_id": "c", "codec": "ogg"}).sample_rate is None
+    p = parse_params({"call_id": "c", "codec": "mulaw", "sample_rate": "8000", "channels": "2"})
+    assert (p.is_raw, p.sample_rate, p.channels) == (True, 8000, 2)

@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket
 
 from inference.job import AudioChunk, Control, ControlItem, SessionJob
 from protocol.common import CLOSE_INTERNAL, CLOSE_NORMAL, Command, ProtocolError
+from protocol.container import ContainerDecoder
 from session.events import (
     AudioDropped,
     ErrorCode,
@@ -37,9 +38,11 @@ class Encoder(Protocol):
 
 
 class Decoder(Protocol):
-    bytes_per_sample: int
+    """Raw audio: each frame decodes on its own, synchronously."""
 
     def decode(self, frame: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
 
 
 @dataclass
@@ -48,7 +51,7 @@ class Wire:
 
     parse_text: Callable[[str], Command]
     encoder: Encoder
-    decoder: Decoder
+    decoder: Decoder | ContainerDecoder
     close_codes: dict[ErrorCode, int]
 
 
@@ -130,38 +133,64 @@ class LiveSession:
         """Returns why reading stopped: disconnect, eos or error."""
         receive = self._ws.receive
         loop_time = asyncio.get_running_loop().time
-        while True:
-            msg = await receive()
-            self._last_rx = loop_time()
-            if msg["type"] == "websocket.disconnect":
-                return "disconnect"
-            data = msg.get("bytes")
-            try:
+        decoder = self._wire.decoder
+        container = decoder if isinstance(decoder, ContainerDecoder) else None
+        try:
+            while True:
+                msg = await receive()
+                self._last_rx = loop_time()
+                if msg["type"] == "websocket.disconnect":
+                    return "disconnect"
+                data = msg.get("bytes")
                 if data is not None:
                     if data == b"EOS":  # kaldi-gstreamer clients may send EOS as binary
-                        return self._command(Command.EOS)
-                    if self._audio(data):
+                        return await self._end_of_stream()
+                    self._check_frame(data)
+                    if container is None:
+                        going = self._queue_pcm(decoder.decode(data)) if data else True
+                    else:
+                        going = True
+                        async for pcm in container.feed(data):
+                            going = going and self._queue_pcm(pcm)
+                    if going:
                         continue
                     return "eos"
                 text = msg.get("text")
                 if text is None:
                     continue
-                if self._command(self._wire.parse_text(text)) != "continue":
-                    return "eos"
-            except ProtocolError as exc:
-                self._fail(exc.code, exc.message)
-                return "error"
+                command = self._wire.parse_text(text)
+                if command is Command.EOS:
+                    return await self._end_of_stream()
+                self._command(command)
+        except ProtocolError as exc:
+            self._fail(exc.code, exc.message)
+            return "error"
+        finally:
+            if container is not None:
+                container.close()
 
-    def _audio(self, data: bytes) -> bool:
-        """Queue one frame; False when the session must stop reading."""
-        if not data:
-            return True  # empty frames are keep-alives
+    def _check_frame(self, data: bytes) -> None:
         if len(data) > self._max_frame:
             raise ProtocolError(
                 ErrorCode.FRAME_TOO_LARGE,
                 f"frame of {len(data)} bytes exceeds the limit of {self._max_frame}",
             )
-        pcm = self._wire.decoder.decode(data)
+
+    async def _end_of_stream(self) -> str:
+        """Decode what the decoder still holds, then finalize and end the session."""
+        decoder = self._wire.decoder
+        if isinstance(decoder, ContainerDecoder):
+            async for pcm in decoder.finish():
+                if not self._queue_pcm(pcm):
+                    return "eos"  # the audio limit ended the session already
+        elif not self._queue_pcm(decoder.flush()):
+            return "eos"
+        return self._command(Command.EOS)
+
+    def _queue_pcm(self, pcm: bytes) -> bool:
+        """Queue decoded audio; False when the session must stop reading."""
+        if not pcm:
+            return True  # empty frames are keep-alives
         samples = len(pcm) // 2
         self.received_samples += samples
         self._ctx.metrics.audio_received.inc(samples / self._rate)

@@ -5,6 +5,7 @@ import pytest
 
 from backends.base import BackendError, StreamOptions
 from backends.whisper import _agreed_prefix
+from backends.whisper_decode import _text_within
 from tests.backends.conformance import FIXTURES, BackendConformance, run_clip
 
 pytest.importorskip("faster_whisper")
@@ -92,3 +93,34 @@ def test_pure_tone_and_digital_silence_yield_nothing(whisper):
 )
 def test_local_agreement(previous, current, stable):
     assert _agreed_prefix(previous, current) == stable
+
+
+class _Tokens:
+    """Just the token ids `_text_within` reads: text < eot < timestamps."""
+
+    eot = 50
+    timestamp_begin = 100
+
+
+def test_text_stamped_after_the_audio_end_is_dropped():
+    def at(seconds):
+        return _Tokens.timestamp_begin + round(seconds / 0.02)
+
+    tokens = [at(0), 1, 2, at(1.0), at(1.0), 3, 4, at(1.4), at(2.0), 5, 6, at(2.6), _Tokens.eot]
+    # audio ends at 1.5 s: the piece opening at 2.0 s was invented from the padding
+    assert _text_within(tokens, _Tokens, 1.5) == [1, 2, 3, 4]
+    assert _text_within(tokens, _Tokens, 3.0) == [1, 2, 3, 4, 5, 6]
+    assert _text_within([1, 2, _Tokens.eot], _Tokens, 1.0) == [1, 2]  # no stamps: keep all
+
+
+def test_segment_longer_than_one_window_is_transcribed_whole(whisper):
+    pcm = FIXTURES["lj_LJ001-0001"].pcm()
+    gap = np.zeros(16000, dtype=np.int16)
+    audio = np.concatenate([pcm, gap] * (31 * 16000 // (pcm.size + gap.size) + 1))
+    assert audio.size > 30 * 16000
+    stream = whisper.open_stream(StreamOptions(language="en"))
+    stream.accept(audio)
+    hyp = stream.finalize()
+    stream.close()
+    assert hyp.words[-1].end_ms > 25_000, "words from every window"
+    assert [w.start_ms for w in hyp.words] == sorted(w.start_ms for w in hyp.words)
