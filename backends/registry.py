@@ -10,6 +10,7 @@ from config import Settings
 
 # name → "module:function" building the backend from settings.
 _FACTORIES: dict[str, str] = {
+    "kaldi": "backends.registry:_kaldi",
     "mock": "backends.registry:_mock",
     "whisper": "backends.registry:_whisper",
 }
@@ -39,6 +40,13 @@ def _mock(settings: Settings) -> ASRBackend:
 
     return MockBackend(settings.mock_fixtures, delay_ms=settings.mock_delay_ms,
                        tolerant=settings.mock_tolerant)
+
+
+def _kaldi(settings: Settings) -> ASRBackend:
+    from backends.kaldi import KaldiBackend, bundled_model
+
+    path = str(settings.kaldi_model_path) if settings.kaldi_model_path else bundled_model()
+    return KaldiBackend(path, pool_size=settings.kaldi_pool_size)
 
 
 def _whisper(settings: Settings) -> ASRBackend:

@@ -57,6 +57,7 @@ class NativeParams(BaseModel):
     partial_ms: int | None = Field(None, ge=100, le=10000)
     language: Language = "auto"
     hotwords: Hotwords = ()
+    n_best: int = Field(1, ge=1, le=10, description="Alternatives in each final.")
     vad: Literal["energy", "silero"] | None = None
     vad_threshold: int | None = Field(None, ge=0, le=32767)
     vad_silence_ms: int | None = Field(None, ge=100, le=10000)

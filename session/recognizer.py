@@ -126,7 +126,9 @@ class SegmentRecognizer:
         for action in actions:
             if isinstance(action, SpeechAudio):
                 self._segment_samples += action.pcm.size
-                self._stream.accept(action.pcm)
+                t0 = self._clock()
+                self._stream.accept(action.pcm)  # streaming decoders (Kaldi) work here
+                self._on_inference("accept", self._clock() - t0)
             elif isinstance(action, SpeechStart):
                 self._segment_samples = 0
                 self._samples_at_last_partial = 0

@@ -64,7 +64,8 @@ async def _serve(
 ) -> None:
     try:
         recognizer = await open_recognizer(ctx, RecognitionOptions(
-            language=params.language, hotwords=params.hotwords, vad=params.vad,
+            language=params.language, hotwords=params.hotwords, n_best=params.n_best,
+            vad=params.vad,
             vad_threshold=params.vad_threshold, vad_silence_ms=params.vad_silence_ms,
             max_segment_ms=params.max_segment_ms, partial_ms=params.partial_ms,
         ))

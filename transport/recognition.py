@@ -20,6 +20,7 @@ from transport.context import ServerContext
 class RecognitionOptions:
     language: str = "auto"
     hotwords: tuple[str, ...] = ()
+    n_best: int = 1
     vad: str | None = None  # None: the server default
     vad_threshold: int | None = None
     vad_silence_ms: int | None = None
@@ -40,8 +41,11 @@ async def open_recognizer(ctx: ServerContext, o: RecognitionOptions) -> SegmentR
     s = ctx.settings
     backend = ctx.backend
     vad_kind = o.vad or s.vad
+    if o.n_best > 1 and not backend.capabilities.n_best:
+        raise ProtocolError(ErrorCode.BAD_REQUEST,
+                            f"backend {backend.name} gives no n-best lists; use n_best=1")
     options = StreamOptions(sample_rate=TARGET_RATE, language=o.language, hotwords=o.hotwords,
-                            vad=vad_kind)
+                            n_best=o.n_best, vad=vad_kind)
     try:
         stream = await asyncio.to_thread(backend.open_stream, options)
     except BackendError as exc:
@@ -59,7 +63,7 @@ async def open_recognizer(ctx: ServerContext, o: RecognitionOptions) -> SegmentR
         max_segment_ms=o.max_segment_ms or s.max_segment_ms,
     )
     observe = ctx.metrics.inference_time
-    timers = {k: observe.labels(backend.name, k) for k in ("partial", "final")}
+    timers = {k: observe.labels(backend.name, k) for k in ("accept", "partial", "final")}
 
     def on_inference(kind: str, seconds: float) -> None:
         timers[kind].observe(seconds)
