@@ -17,6 +17,7 @@ from config import Settings
 from inference.pool import InferencePool, LoopBatcher
 from observability.logging import configure_logging
 from observability.metrics import Metrics
+from session.events import ErrorCode, FinalReason
 from transport import batch, http, native_ws
 from transport.capacity import SessionSlots
 from transport.context import ServerContext
@@ -36,6 +37,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         slots=SessionSlots(settings.max_sessions),
     )
     metrics.max_sessions.set(settings.max_sessions)
+    metrics.build.info({"version": app_version(), "backend": ctx.backend.name,
+                        "model": ctx.backend.model})
+    metrics.preset({
+        metrics.sessions: ("completed", "disconnected", "error"),
+        metrics.rejections: ("bad_request", "capacity", "not_ready"),
+        metrics.errors: [code.value for code in ErrorCode],
+        metrics.audio_dropped: ("queue_full", "disconnect", "session_ended"),
+        metrics.segments: [reason.value for reason in FinalReason],
+    })
     metrics.watch_queues(lambda: _queue_depths(ctx))
 
     @asynccontextmanager
@@ -65,6 +75,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     native_ws.attach(app)
     batch.attach(app)
     return app
+
+
+def app_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sttd")
+    except PackageNotFoundError:
+        return "dev"
 
 
 def _queue_depths(ctx: ServerContext):

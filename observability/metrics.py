@@ -9,6 +9,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Info,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
@@ -31,6 +32,7 @@ class Metrics:
             "stt_active_sessions", "WebSocket sessions open now.", registry=r
         )
         self.max_sessions = Gauge("stt_max_sessions", "Configured session capacity.", registry=r)
+        self.build = Info("stt_build", "Server version, backend and model.", registry=r)
         self.backend_ready = Gauge(
             "stt_backend_ready", "1 when the backend is loaded and serving.", ["backend"],
             registry=r,
@@ -80,6 +82,13 @@ class Metrics:
             ["backend", "kind"],
             buckets=INFERENCE_BUCKETS, registry=r,
         )
+
+    def preset(self, labels: dict[Counter, Iterable[str]]) -> None:
+        """Create each known label value at 0, so dashboards and alerts see a series (and a
+        rate of 0) before the first event, not an absent one."""
+        for counter, values in labels.items():
+            for value in values:
+                counter.labels(value)
 
     def watch_queues(self, depths: Callable[[], Iterable[tuple[str, int]]]) -> None:
         """Report queue depths computed at scrape time (no per-frame bookkeeping)."""
