@@ -19,6 +19,7 @@ from observability.logging import configure_logging
 from observability.metrics import Metrics
 from session.events import ErrorCode, FinalReason
 from transport import batch, http, native_ws
+from transport.auth import Gate
 from transport.capacity import SessionSlots
 from transport.context import ServerContext
 
@@ -32,16 +33,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ctx = ServerContext(
         settings=settings,
         backend=create_backend(settings),
-        pool=InferencePool(settings.inference_threads),
+        pool=InferencePool(settings.inference_threads, job_timeout=settings.job_timeout_sec),
         metrics=metrics,
         slots=SessionSlots(settings.max_sessions),
+        gate=Gate(settings),
     )
     metrics.max_sessions.set(settings.max_sessions)
     metrics.build.info({"version": app_version(), "backend": ctx.backend.name,
                         "model": ctx.backend.model})
     metrics.preset({
         metrics.sessions: ("completed", "disconnected", "error"),
-        metrics.rejections: ("bad_request", "capacity", "not_ready"),
+        metrics.rejections: ("bad_request", "capacity", "not_ready", "unauthorized",
+                             "forbidden_origin"),
         metrics.errors: [code.value for code in ErrorCode],
         metrics.audio_dropped: ("queue_full", "disconnect", "session_ended"),
         metrics.segments: [reason.value for reason in FinalReason],

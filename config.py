@@ -43,6 +43,31 @@ class Settings(BaseSettings):
         0, ge=0, description="Audio seconds per session; 0 = no cap."
     )
     idle_timeout_sec: float = Field(30.0, gt=0, description="Close a session silent this long.")
+    send_timeout_sec: float = Field(
+        10.0, gt=0, description="End a session whose client reads nothing for this long."
+    )
+
+    # Access and transport security.
+    auth_tokens: str = Field(
+        "", description="Comma-separated bearer tokens; empty = no authentication."
+    )
+    metrics_auth: bool = Field(False, description="Require a token for /metrics too.")
+    allowed_origins: str = Field(
+        "", description="Comma-separated WebSocket Origins allowed; empty = any."
+    )
+    ssl_certfile: Path | None = Field(None, description="PEM certificate: serve HTTPS/WSS.")
+    ssl_keyfile: Path | None = Field(None, description="PEM private key of the certificate.")
+    upload_idle_timeout_sec: float = Field(
+        30.0, gt=0, description="Batch uploads that send nothing this long get 408."
+    )
+
+    @property
+    def auth_token_list(self) -> list[str]:
+        return [t.strip() for t in self.auth_tokens.split(",") if t.strip()]
+
+    @property
+    def allowed_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()]
 
     # Endpointing defaults; each can be overridden per session in the query string.
     vad: Literal["energy", "silero"] = Field(
@@ -60,6 +85,10 @@ class Settings(BaseSettings):
     )
 
     inference_threads: int = Field(2, ge=1, le=64)
+    job_timeout_sec: float = Field(
+        60.0, ge=0, description="A backend call running longer fails its session and its "
+        "thread is replaced (0 = no watchdog)."
+    )
 
     # Whisper backend (faster-whisper / CTranslate2).
     whisper_model: str | None = Field(

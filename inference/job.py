@@ -225,6 +225,18 @@ class SessionJob:
         self._finished = True
         return SessionError(code, message)
 
+    def time_out(self, seconds: float) -> None:
+        """From the pool's watchdog thread: the backend call for this session hung. The
+        session ends with an error now; whatever the stuck call returns later is dropped."""
+        self.cancelled = True
+        self._finished = True
+        self._metrics.errors_timed_out.inc()
+        try:
+            self._out.sync_q.put_nowait(SessionError(
+                ErrorCode.BACKEND_ERROR, f"recognition took longer than {seconds:g} s"))
+        except (janus.SyncQueueShutDown, RuntimeError):
+            pass
+
     def discard(self, chunk: AudioChunk) -> None:
         """Count audio that will never be recognised (the session ended or the client left)."""
         samples = len(chunk.data) // 2

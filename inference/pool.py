@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 from typing import Protocol
 
@@ -27,6 +28,9 @@ class Job(Protocol):
     def run_partial(self) -> Next:
         """Compute a due partial on the latest audio."""
 
+    def time_out(self, seconds: float) -> None:
+        """The watchdog gave up on a call that ran longer than ``seconds``."""
+
 
 _STOP = object()
 
@@ -35,8 +39,9 @@ class InferencePool:
     """Two queues: work (audio, endpoints, finals) always before partials, so finals keep
     their latency under load while the partial cadence stretches."""
 
-    def __init__(self, threads: int, name: str = "sttd-infer") -> None:
+    def __init__(self, threads: int, name: str = "sttd-infer", job_timeout: float = 0.0) -> None:
         self._size = threads
+        self._job_timeout = job_timeout  # 0: no watchdog
         self._name = name
         self._work: deque[list[Job]] = deque()
         self._partials: deque[Job] = deque()
@@ -47,6 +52,11 @@ class InferencePool:
         # a partial decode to finish.
         self._partial_slots = max(1, threads - 1)
         self._partials_running = 0
+        # thread → (job, started, the rest of its batch): what the watchdog inspects.
+        self._running: dict[threading.Thread, tuple[Job, float, list[Job]]] = {}
+        self._abandoned: set[threading.Thread] = set()
+        self.timeouts = 0
+        self._spawned = 0
 
     @property
     def depth(self) -> int:
@@ -55,14 +65,22 @@ class InferencePool:
 
     @property
     def alive(self) -> int:
-        return sum(t.is_alive() for t in self._threads)
+        return sum(t.is_alive() and t not in self._abandoned for t in self._threads)
 
     def start(self) -> None:
         self._stopping = False
-        for i in range(self._size):
-            t = threading.Thread(target=self._loop, name=f"{self._name}-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        for _ in range(self._size):
+            self._spawn()
+        if self._job_timeout > 0:
+            threading.Thread(target=self._watch, name=f"{self._name}-watchdog",
+                             daemon=True).start()
+
+    def _spawn(self) -> None:
+        t = threading.Thread(target=self._loop, name=f"{self._name}-{self._spawned}",
+                             daemon=True)
+        self._spawned += 1
+        t.start()
+        self._threads.append(t)
 
     def submit(self, job: Job) -> None:
         """Thread-safe; prefer a ``LoopBatcher`` on the event loop."""
@@ -94,6 +112,14 @@ class InferencePool:
                     batch, partial = [self._partials.popleft()], True
                     self._partials_running += 1
             again, parked = self._run_batch(batch, partial)
+            me = threading.current_thread()
+            if me in self._abandoned:  # the watchdog replaced this thread and its batch
+                with self._cv:
+                    self._abandoned.discard(me)
+                    if partial:
+                        self._partials_running -= 1
+                    self._threads.remove(me)
+                return
             if not (partial or again or parked):
                 continue
             with self._cv:
@@ -113,12 +139,16 @@ class InferencePool:
     def _run_batch(self, batch: list[Job], partial: bool) -> tuple[list[Job], list[Job]]:
         again: list[Job] = []
         parked: list[Job] = []
-        for job in batch:
-            nxt = self._run(job.run_partial if partial else job.run)
+        me = threading.current_thread()
+        for n, job in enumerate(batch):
+            if me in self._abandoned:
+                break  # the watchdog handed the rest of the batch to another thread
+            rest = batch[n + 1 :]
+            nxt = self._run(job, job.run_partial if partial else job.run, rest)
             if nxt is Next.PARTIAL and not partial and self._take_partial_slot_if_idle():
                 # Nothing waits: compute the partial now rather than round-trip the queue.
                 try:
-                    nxt = self._run(job.run_partial)
+                    nxt = self._run(job, job.run_partial, rest)
                 finally:
                     with self._cv:
                         self._partials_running -= 1
@@ -135,13 +165,46 @@ class InferencePool:
             self._partials_running += 1
             return True
 
-    @staticmethod
-    def _run(step) -> Next:
+    def _run(self, job: Job, step, rest: list[Job]) -> Next:
+        me = threading.current_thread()
+        if self._job_timeout > 0:
+            with self._cv:
+                self._running[me] = (job, time.monotonic(), rest)
         try:
             return step()
         except BaseException:  # a job must never take a pool thread down with it
             log.exception("inference.job_crashed")
             return Next.IDLE
+        finally:
+            if self._job_timeout > 0:
+                with self._cv:
+                    self._running.pop(me, None)
+
+    def _watch(self) -> None:
+        """Once a second: a backend call running past the timeout fails its session, its
+        thread is written off (Python cannot stop it) and replaced, and the rest of its
+        batch goes to the other threads, so one hung stream cannot stall the others."""
+        while not self._stopping:
+            time.sleep(min(1.0, self._job_timeout / 4))
+            now = time.monotonic()
+            with self._cv:
+                stuck = [(t, job, rest) for t, (job, started, rest) in self._running.items()
+                         if now - started > self._job_timeout and t not in self._abandoned]
+                for thread, _job, rest in stuck:
+                    self._abandoned.add(thread)
+                    del self._running[thread]
+                    self.timeouts += 1
+                    if rest:
+                        self._work.append(list(rest))
+                    self._spawn()
+                    self._cv.notify(1 + bool(rest))
+            for thread, job, _ in stuck:
+                log.error("inference.job_timed_out", thread=thread.name,
+                          timeout_s=self._job_timeout)
+                try:
+                    job.time_out(self._job_timeout)
+                except Exception:
+                    log.exception("inference.time_out_failed")
 
 
 class LoopBatcher:

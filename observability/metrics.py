@@ -61,6 +61,11 @@ class Metrics:
             "stt_audio_dropped_seconds_total", "Accepted audio shed, by reason.", ["reason"],
             registry=r,
         )
+        self.errors_timed_out = Counter(
+            "stt_inference_timeouts_total",
+            "Backend calls the watchdog gave up on (the session failed, the thread replaced).",
+            registry=r,
+        )
         self.partials_dropped = Counter(
             "stt_partials_dropped_total", "Partials shed because the client reads slowly.",
             registry=r,

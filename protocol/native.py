@@ -89,7 +89,7 @@ def parse_text(text: str) -> Command:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "control message too large")
     try:
         msg = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested past the C stack
         raise ProtocolError(ErrorCode.BAD_REQUEST, "control message is not valid JSON") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
         raise ProtocolError(ErrorCode.BAD_REQUEST, 'control message needs a string "type"')

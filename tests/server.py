@@ -31,7 +31,9 @@ class RunningServer:
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=self.port, ws="websockets-sansio",
             ws_max_size=1 << 22, log_config=None, lifespan="on",
+            ssl_certfile=self.settings.ssl_certfile, ssl_keyfile=self.settings.ssl_keyfile,
         )
+        self.tls = self.settings.ssl_certfile is not None
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -41,12 +43,12 @@ class RunningServer:
 
     @property
     def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def ws_url(self, path: str = "/v1/stt/ws", **query) -> str:
         query = {"call_id": "test", "sample_rate": 16000, **query}
         qs = "&".join(f"{k}={v}" for k, v in query.items() if v is not None)
-        return f"ws://127.0.0.1:{self.port}{path}?{qs}"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}{path}?{qs}"
 
     def _run(self) -> None:
         asyncio.run(self._server.serve())

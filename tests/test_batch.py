@@ -216,3 +216,18 @@ async def test_full_server_answers_503(start_server):
     m = server.metrics()
     assert m['stt_batch_requests_total{status="503"}'] == 1
     assert m['stt_batch_requests_total{status="200"}'] == 1
+
+
+async def test_a_stalled_upload_gets_408_and_frees_its_slot(start_server):
+    server = start_server(upload_idle_timeout_sec=0.5, max_sessions=1)
+    data = wav_bytes(CLIP.pcm())
+
+    async def slowloris():
+        yield data[:4096]
+        await asyncio.sleep(3)  # goes quiet mid-upload
+        yield data[4096:]
+
+    r = await post(server, content=slowloris(), headers={"Content-Type": "audio/wav"})
+    assert r.status_code == 408 and r.json()["error"]["code"] == "upload_timeout"
+    r = await post(server, content=data, headers={"Content-Type": "audio/wav"})
+    assert r.status_code == 200  # the slot came back

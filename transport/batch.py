@@ -36,6 +36,7 @@ _STATUS = {
     ErrorCode.UNSUPPORTED_AUDIO: 415,
     ErrorCode.AUDIO_TOO_LONG: 413,
     ErrorCode.UPLOAD_TOO_LARGE: 413,
+    ErrorCode.UPLOAD_TIMEOUT: 408,
     ErrorCode.BACKEND_ERROR: 500,
     ErrorCode.INTERNAL_ERROR: 500,
 }
@@ -90,6 +91,8 @@ _OPENAPI = {
             "text/plain": {}, "application/x-subrip": {}, "text/vtt": {},
         }},
         "400": {"description": "Bad parameters or undecodable audio."},
+        "401": {"description": "Missing or wrong bearer token (when STT_AUTH_TOKENS is set)."},
+        "408": {"description": "The upload stalled for STT_UPLOAD_IDLE_TIMEOUT_SEC."},
         "413": {"description": "Upload or audio duration over the limit."},
         "415": {"description": "Not a media type or audio format the server decodes."},
         "503": {"description": "Server full or not ready."},
@@ -110,6 +113,11 @@ def _error(ctx: ServerContext, status: int, code: str, message: str) -> JSONResp
 
 async def transcribe(request: Request) -> Response:
     ctx: ServerContext = request.app.state.ctx
+    if not ctx.gate.authorised(request.headers, request.query_params):
+        ctx.metrics.rejections.labels("unauthorized").inc()
+        response = _error(ctx, 401, "unauthorized", "a valid bearer token is required")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
     if not ctx.ready:
         return _error(ctx, 503, "not_ready", "the backend is not loaded yet")
     slot = Slot()
@@ -131,7 +139,8 @@ async def _transcribe(request: Request, ctx: ServerContext, slot: Slot) -> Respo
     run: BatchRun | None = None
     decoder: ContainerDecoder | None = None
     try:
-        async for part in iter_upload(request, s.max_upload_bytes, fields):
+        async for part in iter_upload(request, s.max_upload_bytes, fields,
+                                      s.upload_idle_timeout_sec):
             assert isinstance(part, FilePart)
             params = batch.parse_params(fields)
             recognizer = await open_recognizer(ctx, RecognitionOptions(

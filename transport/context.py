@@ -8,6 +8,7 @@ from backends.base import ASRBackend
 from config import Settings
 from inference.pool import InferencePool, LoopBatcher
 from observability.metrics import Metrics
+from transport.auth import Gate
 from transport.capacity import SessionSlots
 
 
@@ -18,5 +19,6 @@ class ServerContext:
     pool: InferencePool
     metrics: Metrics
     slots: SessionSlots
+    gate: Gate
     batcher: LoopBatcher | None = None  # created on the server's event loop
     ready: bool = field(default=False)

@@ -9,7 +9,9 @@ from protocol.common import CLOSE_POLICY, CLOSE_TRY_AGAIN
 
 
 async def deny(ws: WebSocket, status: int, code: str, message: str) -> None:
-    response = JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    response = JSONResponse({"error": {"code": code, "message": message}}, status_code=status,
+                            headers=headers)
     if "websocket.http.response" in ws.scope.get("extensions", {}):
         await ws.send_denial_response(response)
     else:  # servers without the denial extension: closest equivalent is a close before accept

@@ -38,4 +38,8 @@ async def ready(request: Request) -> JSONResponse:
 
 async def metrics(request: Request) -> Response:
     ctx: ServerContext = request.app.state.ctx
+    if ctx.gate.protect_metrics and not ctx.gate.authorised(request.headers, request.query_params):
+        return JSONResponse({"error": {"code": "unauthorized",
+                                       "message": "a valid bearer token is required"}},
+                            status_code=401, headers={"WWW-Authenticate": "Bearer"})
     return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -76,6 +76,7 @@ class LiveSession:
         self._max_drops = s.in_queue_max_drops
         self._max_samples = int(s.max_session_seconds * self._rate) or None
         self._idle = s.idle_timeout_sec
+        self._send_timeout = s.send_timeout_sec
         self._log_transcripts = s.log_transcripts
         self._in: janus.Queue = janus.Queue(maxsize=s.in_queue_size)
         self._out: janus.Queue = janus.Queue()  # bounded by policy in SessionJob, not by size
@@ -260,7 +261,12 @@ class LiveSession:
                     event = self._take_warning()
                 text = encode(event)
                 if text is not None:
-                    await send({"type": "websocket.send", "text": text})
+                    try:
+                        async with asyncio.timeout(self._send_timeout):
+                            await send({"type": "websocket.send", "text": text})
+                    except TimeoutError:
+                        self._slow_consumer()
+                        return
                 if self._log_transcripts and isinstance(event, Final):
                     self._log.info("segment.final", segment_seq=event.segment_seq,
                                    reason=event.reason.value, text=event.text)
@@ -271,6 +277,15 @@ class LiveSession:
                     return
         except Exception as exc:  # the client went away mid-send
             self._log.debug("session.send_failed", error=type(exc).__name__)
+
+    def _slow_consumer(self) -> None:
+        """The client has not read for ``send_timeout``: partials were shed already, and
+        finals would pile up without bound, so the session ends (inference never waited)."""
+        self.outcome = "error"
+        self.error_code = ErrorCode.SLOW_CONSUMER
+        self._ctx.metrics.errors.labels(ErrorCode.SLOW_CONSUMER.value).inc()
+        self._log.warning("session.slow_consumer", send_timeout_s=self._send_timeout,
+                          events_waiting=self._out.async_q.qsize())
 
     def _take_warning(self) -> AudioDropped:
         ms = self._unreported_drop * 1000 // self._rate

@@ -4,6 +4,7 @@ the size limit enforced while reading, never after."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -24,8 +25,8 @@ class FilePart:
     is_mp4: bool
 
 
-async def iter_upload(request: Request, max_bytes: int,
-                      fields: dict[str, str]) -> AsyncIterator[FilePart]:
+async def iter_upload(request: Request, max_bytes: int, fields: dict[str, str],
+                      idle_timeout_s: float = 30.0) -> AsyncIterator[FilePart]:
     """Yields the one audio part; form fields found before it are merged into ``fields``
     (after it: only ``response_format`` may still change)."""
     length = request.headers.get("content-length")
@@ -33,7 +34,7 @@ async def iter_upload(request: Request, max_bytes: int,
         raise _too_large(max_bytes)
     media_type, options = parse_options_header(request.headers.get("content-type"))
     media = media_type.decode("latin-1").lower()
-    body = _limited(request.stream(), max_bytes)
+    body = _limited(request.stream(), max_bytes, idle_timeout_s)
     if media == "multipart/form-data":
         boundary = options.get(b"boundary")
         if not boundary:
@@ -62,9 +63,20 @@ async def iter_upload(request: Request, max_bytes: int,
             yield FilePart(_prepend(head, rest), is_mp4=head[4:8] == b"ftyp")
 
 
-async def _limited(stream: AsyncIterator[bytes], max_bytes: int) -> AsyncIterator[bytes]:
+async def _limited(stream: AsyncIterator[bytes], max_bytes: int,
+                   idle_timeout_s: float) -> AsyncIterator[bytes]:
+    """The body's chunks; refused once over ``max_bytes``, or when the client goes quiet
+    mid-upload (a slowloris holds a session slot otherwise)."""
     total = 0
-    async for chunk in stream:
+    chunks = aiter(stream)
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(chunks), idle_timeout_s)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise ProtocolError(ErrorCode.UPLOAD_TIMEOUT,
+                                f"upload sent nothing for {idle_timeout_s:g} s") from None
         total += len(chunk)
         if total > max_bytes:
             raise _too_large(max_bytes)

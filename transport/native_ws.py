@@ -30,6 +30,14 @@ def attach(app: FastAPI) -> None:
 async def native_stream(websocket: WebSocket) -> None:
     ctx: ServerContext = websocket.app.state.ctx
     m = ctx.metrics
+    if not ctx.gate.authorised(websocket.headers, websocket.query_params):
+        m.rejections.labels("unauthorized").inc()
+        await deny(websocket, 401, "unauthorized", "a valid bearer token is required")
+        return
+    if not ctx.gate.origin_allowed(websocket.headers):
+        m.rejections.labels("forbidden_origin").inc()
+        await deny(websocket, 403, "forbidden_origin", "this Origin may not connect")
+        return
     try:
         params = native.parse_params(websocket.query_params)
     except ProtocolError as exc:
