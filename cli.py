@@ -29,7 +29,10 @@ def main(argv: list[str] | None = None) -> int:
              "STT_MAX_SESSIONS",
     )
     stream = sub.add_parser("stream", help="stream a WAV file to a server, print transcripts")
-    stream.add_argument("file", type=Path, help="16 kHz mono 16-bit WAV")
+    stream.add_argument("file", type=Path, help="any audio file (WAV, MP3, Ogg, FLAC, M4A, …)")
+    stream.add_argument("--codec", choices=("pcm", "auto"), default="pcm",
+                        help="pcm: decode here and send 16 kHz PCM; auto: send the file's "
+                        "bytes and let the server decode them")
     stream.add_argument("--url", default="ws://127.0.0.1:8000/v1/stt/ws")
     stream.add_argument("--frame-ms", type=int, default=100)
     stream.add_argument("--speed", type=float, default=1.0, help="1 = real time, 0 = fast")
@@ -64,15 +67,22 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _stream(args: argparse.Namespace) -> int:
-    from client.stream import read_pcm16k, stream_pcm
+    from client.stream import file_seconds, read_pcm16k, stream_pcm
 
     try:
-        pcm = read_pcm16k(args.file)
+        if args.codec == "auto":
+            data = args.file.read_bytes()
+            seconds = file_seconds(args.file) or len(data) / 16000
+            messages = max(1, round(seconds * 1000 / args.frame_ms))
+            options = {"params": {"codec": "auto"}, "step": -(-len(data) // messages)}
+        else:
+            data, options = read_pcm16k(args.file), {}
     except (OSError, ValueError, EOFError, wave.Error) as exc:
         print(f"sttd stream: {args.file}: {exc}", file=sys.stderr)
         return 2
     status = 0
-    async for msg in stream_pcm(args.url, pcm, frame_ms=args.frame_ms, speed=args.speed):
+    async for msg in stream_pcm(args.url, data, frame_ms=args.frame_ms, speed=args.speed,
+                                **options):
         kind = msg["type"]
         if args.json:
             print(json.dumps(msg, ensure_ascii=False), flush=True)

@@ -1,4 +1,8 @@
-"""sttd's own streaming client: send a WAV file over the native protocol, yield messages."""
+"""sttd's own streaming client: send an audio file over the native protocol, yield messages.
+
+Either the client decodes the file to 16 kHz mono PCM (PyAV) and streams that, or it sends
+the file's bytes as they are (``codec=auto``) and the server decodes them.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +21,38 @@ RATE = 16000
 
 
 def read_pcm16k(path: Path) -> bytes:
-    """Raw s16le mono 16 kHz samples of a WAV file (other formats come with the codec work)."""
-    with wave.open(str(path), "rb") as w:
-        if (w.getsampwidth(), w.getnchannels(), w.getframerate()) != (2, 1, RATE):
-            raise ValueError(f"need 16-bit mono {RATE} Hz WAV")
-        return w.readframes(w.getnframes())
+    """Raw s16le mono 16 kHz samples of any audio file FFmpeg (PyAV) decodes."""
+    try:
+        with wave.open(str(path), "rb") as w:  # the common case needs no decoder
+            if (w.getsampwidth(), w.getnchannels(), w.getframerate()) == (2, 1, RATE):
+                return w.readframes(w.getnframes())
+    except (wave.Error, EOFError):
+        pass
+    import av
+
+    out = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise ValueError("no audio stream")
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+            for frame in container.decode(audio=0):
+                out += [f.to_ndarray().tobytes() for f in resampler.resample(frame)]
+            out += [f.to_ndarray().tobytes() for f in resampler.resample(None)]
+    except av.error.FFmpegError as exc:
+        raise ValueError(f"not a decodable audio file ({exc.strerror})") from None
+    return b"".join(out)
+
+
+def file_seconds(path: Path) -> float:
+    """The file's duration as its container states it (for pacing only)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return float(container.duration or 0) / 1_000_000
+    except av.error.FFmpegError:
+        return 0.0  # the server will say what is wrong with it
 
 
 async def stream_pcm(
@@ -31,13 +62,15 @@ async def stream_pcm(
     frame_ms: int = 100,
     speed: float = 1.0,
     params: dict[str, str | int] | None = None,
+    step: int | None = None,
 ) -> AsyncIterator[dict]:
     """Stream ``pcm`` (``speed`` 1 = real time, 0 = as fast as possible), then ``eos``; yield
-    every server message until the server closes."""
+    every server message until the server closes. ``step`` bytes per message (default: one
+    ``frame_ms`` of 16 kHz s16) with ``frame_ms`` between messages."""
     query = {"call_id": uuid.uuid4().hex[:12], "sample_rate": RATE, "frame_ms": frame_ms,
              **(params or {})}
     sep = "&" if "?" in url else "?"
-    step = RATE * 2 * frame_ms // 1000
+    step = step or RATE * 2 * frame_ms // 1000
     async with connect(f"{url}{sep}{urlencode(query)}", max_size=None) as ws:
 
         async def send() -> None:

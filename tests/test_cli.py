@@ -57,7 +57,7 @@ def test_sttd_serve_and_stream(env):
         assert server.wait(20) == 0
 
 
-def test_default_backend_is_whisper_and_transcribes_english(env):
+def test_default_backend_is_whisper_and_transcribes_english(env, tmp_path):
     pytest.importorskip("faster_whisper")
     from tests.backends.test_whisper import word_error_rate
 
@@ -84,6 +84,21 @@ def test_default_backend_is_whisper_and_transcribes_english(env):
                 assert text.strip() == "", f"words on {clip_id}: {text!r}"
             else:
                 assert word_error_rate(text, clip.text) <= max_wer, (text, clip.text)
+        # compressed files: decoded by the client, or sent as they are for the server to decode
+        from tests.media import encode
+
+        clip = FIXTURES["fw_jfk"]
+        for name, codec in (("jfk.mp3", "pcm"), ("jfk.ogg", "auto")):
+            path = tmp_path / name
+            path.write_bytes(encode(clip.pcm(), "mp3_44k" if codec == "pcm"
+                                    else "ogg_opus_48k_stereo"))
+            out = subprocess.run(
+                [BIN / "sttd", "stream", str(path), "--codec", codec, "--speed", "4",
+                 "--url", url], capture_output=True, text=True, timeout=120, check=True,
+            ).stdout
+            text = " ".join(line.split("] ", 1)[1] for line in out.splitlines()
+                            if line.startswith("[") and "] " in line)
+            assert word_error_rate(text, clip.text) <= 0.15, (name, text)
     finally:
         server.send_signal(signal.SIGINT)
         assert server.wait(20) == 0
