@@ -145,7 +145,7 @@ async def test_kaldi_server_streams_korean_with_n_best(start_server):
 
     server = start_server(backend="kaldi", kaldi_pool_size=1)
     result = await stream(server.ws_url(n_best=3, language="ko"), KO.pcm(), tail_silence_ms=800,
-                          realtime=1.0)
+                          realtime=0.5)  # a cold decoder keeps up even on a busy CI box
     (final,) = [m for m in result.of("final") if m["text"]]
     assert cer(final["text"], KO.text) <= 0.35
     assert len(final["alternatives"]) == 3 and final["alternatives"][0]["text"] == final["text"]
