@@ -24,7 +24,8 @@ def downmix(samples: np.ndarray, channels: int) -> np.ndarray:
 
 def to_s16(samples: np.ndarray) -> np.ndarray:
     # × 32768 (not 32767) so 16-bit input comes back sample-exact.
-    return np.clip(np.rint(samples * 32768.0), -32768, 32767).astype("<i2")
+    scaled = np.rint(np.clip(samples, -1.0, 1.0) * 32768.0)  # clip first: huge floats overflow
+    return np.clip(scaled, -32768, 32767).astype("<i2")
 
 
 class Resampler:
