@@ -1,0 +1,118 @@
+"""Qwen3-ASR's text side, written fresh (no ``qwen-asr`` dependency): the prompt, language
+names, output parsing with the repetition fix, and the streaming rollback prefix.
+
+Pure functions over strings and a tokenizer with ``encode``/``decode``: unit-tested on CPU,
+used by the vLLM backend. Formats follow the official template (docs in
+``../shared/reference/qwen3-vllm.md`` §2):
+
+    <|im_start|>system\\n{context}<|im_end|>\\n
+    <|im_start|>user\\n<|audio_start|><|audio_pad|><|audio_end|><|im_end|>\\n
+    <|im_start|>assistant\\n[language {Name}<asr_text>][{prefix}]
+
+and the model answers ``language English<asr_text>text`` (``language None<asr_text>`` on
+silence; only the text when the language was forced).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol
+
+ASR_TEXT = "<asr_text>"
+_SPECIAL = ("<|im_start|>", "<|im_end|>", "<|audio_start|>", "<|audio_end|>",
+            "<|audio_pad|>", "<|endoftext|>", ASR_TEXT)
+
+# The 30 languages Qwen3-ASR takes by (English) name, keyed by ISO 639 code.
+LANGUAGES: dict[str, str] = {
+    "zh": "Chinese", "en": "English", "yue": "Cantonese", "ar": "Arabic", "de": "German",
+    "fr": "French", "es": "Spanish", "pt": "Portuguese", "id": "Indonesian",
+    "it": "Italian", "ko": "Korean", "ru": "Russian", "th": "Thai", "vi": "Vietnamese",
+    "ja": "Japanese", "tr": "Turkish", "hi": "Hindi", "ms": "Malay", "nl": "Dutch",
+    "sv": "Swedish", "da": "Danish", "fi": "Finnish", "pl": "Polish", "cs": "Czech",
+    "fil": "Filipino", "fa": "Persian", "el": "Greek", "hu": "Hungarian",
+    "mk": "Macedonian", "ro": "Romanian",
+}
+_CODES = {name.lower(): code for code, name in LANGUAGES.items()}
+_ALIASES = {"tl": "fil", "zh-cn": "zh", "zh-tw": "zh", "zh-hk": "yue", "cmn": "zh"}
+_REPEAT_THRESHOLD = 20
+
+
+class Tokenizer(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+
+def language_name(tag: str) -> str | None:
+    """A BCP-47 tag ('en', 'pt-BR', 'yue') or a name ('English') → the model's language name;
+    None for 'auto'. Raises ValueError for a language the model does not know."""
+    tag = tag.strip().lower().replace("_", "-")
+    if tag in ("", "auto"):
+        return None
+    if tag in _CODES:  # already a name
+        return LANGUAGES[_CODES[tag]]
+    base = tag.split("-")[0]
+    for code in (tag, _ALIASES.get(tag), base, _ALIASES.get(base)):
+        if code in LANGUAGES:
+            return LANGUAGES[code]
+    raise ValueError(f"Qwen3-ASR does not support language {tag!r}; "
+                     f"supported: {', '.join(sorted(LANGUAGES))}")
+
+
+def language_code(name: str) -> str:
+    """The model's language name ('English') → ISO code ('en'); unknown names pass through."""
+    return _CODES.get(name.strip().lower(), name.strip())
+
+
+def sanitize_context(text: str) -> str:
+    """Context goes into the system turn: it must not close that turn or open another."""
+    for marker in _SPECIAL:
+        text = text.replace(marker, "")
+    return text.strip()
+
+
+def build_prompt(context: str = "", language: str | None = None, prefix: str = "") -> str:
+    prompt = (
+        f"<|im_start|>system\n{sanitize_context(context)}<|im_end|>\n"
+        "<|im_start|>user\n<|audio_start|><|audio_pad|><|audio_end|><|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    if language:
+        prompt += f"language {language}{ASR_TEXT}"
+    return prompt + prefix
+
+
+def fix_repetitions(text: str, threshold: int = _REPEAT_THRESHOLD) -> str:
+    """Collapse a character or a pattern of up to ``threshold`` characters repeated more
+    than ``threshold`` times in a row (a decoding loop) to a single occurrence."""
+    text = re.sub(rf"(.)\1{{{threshold},}}", r"\1", text, flags=re.S)
+    return re.sub(rf"(.{{2,{threshold}}}?)\1{{{threshold},}}", r"\1", text, flags=re.S)
+
+
+def parse_output(raw: str, forced_language: str | None = None) -> tuple[str, str]:
+    """The model's answer → (language name or "", transcript)."""
+    text = fix_repetitions(raw)
+    if forced_language:
+        return forced_language, text.replace(ASR_TEXT, "").strip()
+    if ASR_TEXT not in text:
+        return "", text.strip()
+    head, _, body = text.partition(ASR_TEXT)
+    head = head.strip()
+    if head.lower() in ("language none", "language"):
+        return "", body.strip()
+    language = head[len("language"):].strip() if head.lower().startswith("language") else ""
+    return language, body.strip()
+
+
+def rollback_prefix(raw_answer: str, tokenizer: Tokenizer, rollback_tokens: int) -> str:
+    """The forced prefix for the next streaming decode: the previous answer minus its last
+    ``rollback_tokens`` tokens (the unstable tail), never ending inside a multi-byte
+    character (a decode ending in U+FFFD drops one more token)."""
+    ids = tokenizer.encode(raw_answer)
+    keep = max(0, len(ids) - rollback_tokens)
+    while keep > 0:
+        prefix = tokenizer.decode(ids[:keep])
+        if "\ufffd" not in prefix:
+            return prefix
+        keep -= 1
+    return ""
