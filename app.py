@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ctx.ready = False
             metrics.backend_ready.labels(ctx.backend.name).set(0)
 
-    app = FastAPI(title="sttd", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="sttd", version=app_version(), lifespan=lifespan)
     app.state.ctx = ctx
     http.attach(app)
     native_ws.attach(app)

@@ -52,8 +52,10 @@ class InferencePool:
         # a partial decode to finish.
         self._partial_slots = max(1, threads - 1)
         self._partials_running = 0
-        # thread → (job, started, the rest of its batch): what the watchdog inspects.
-        self._running: dict[threading.Thread, tuple[Job, float, list[Job]]] = {}
+        # thread → (its batch, index of the running job, started): what the watchdog
+        # inspects. Written without the lock (one dict store per run, atomic under the GIL);
+        # the watchdog re-checks under the lock before acting.
+        self._running: dict[threading.Thread, tuple[list[Job], int, float]] = {}
         self._abandoned: set[threading.Thread] = set()
         self.timeouts = 0
         self._spawned = 0
@@ -143,12 +145,11 @@ class InferencePool:
         for n, job in enumerate(batch):
             if me in self._abandoned:
                 break  # the watchdog handed the rest of the batch to another thread
-            rest = batch[n + 1 :]
-            nxt = self._run(job, job.run_partial if partial else job.run, rest)
+            nxt = self._run(batch, n, job.run_partial if partial else job.run)
             if nxt is Next.PARTIAL and not partial and self._take_partial_slot_if_idle():
                 # Nothing waits: compute the partial now rather than round-trip the queue.
                 try:
-                    nxt = self._run(job, job.run_partial, rest)
+                    nxt = self._run(batch, n, job.run_partial)
                 finally:
                     with self._cv:
                         self._partials_running -= 1
@@ -165,20 +166,19 @@ class InferencePool:
             self._partials_running += 1
             return True
 
-    def _run(self, job: Job, step, rest: list[Job]) -> Next:
+    def _run(self, batch: list[Job], index: int, step) -> Next:
         me = threading.current_thread()
-        if self._job_timeout > 0:
-            with self._cv:
-                self._running[me] = (job, time.monotonic(), rest)
+        watched = self._job_timeout > 0
+        if watched:
+            self._running[me] = (batch, index, time.monotonic())
         try:
             return step()
         except BaseException:  # a job must never take a pool thread down with it
             log.exception("inference.job_crashed")
             return Next.IDLE
         finally:
-            if self._job_timeout > 0:
-                with self._cv:
-                    self._running.pop(me, None)
+            if watched:
+                self._running.pop(me, None)
 
     def _watch(self) -> None:
         """Once a second: a backend call running past the timeout fails its session, its
@@ -188,17 +188,20 @@ class InferencePool:
             time.sleep(min(1.0, self._job_timeout / 4))
             now = time.monotonic()
             with self._cv:
-                stuck = [(t, job, rest) for t, (job, started, rest) in self._running.items()
-                         if now - started > self._job_timeout and t not in self._abandoned]
-                for thread, _job, rest in stuck:
+                stuck = []
+                for thread, (batch, index, started) in list(self._running.items()):
+                    if now - started <= self._job_timeout or thread in self._abandoned:
+                        continue
                     self._abandoned.add(thread)
-                    del self._running[thread]
+                    self._running.pop(thread, None)
                     self.timeouts += 1
+                    rest = batch[index + 1 :]
                     if rest:
-                        self._work.append(list(rest))
+                        self._work.append(rest)
                     self._spawn()
                     self._cv.notify(1 + bool(rest))
-            for thread, job, _ in stuck:
+                    stuck.append((thread, batch[index]))
+            for thread, job in stuck:
                 log.error("inference.job_timed_out", thread=thread.name,
                           timeout_s=self._job_timeout)
                 try:

@@ -63,6 +63,7 @@ class SegmentRecognizer:
         self._last_partial_text = ""
         self._speech_seen_at = 0.0
         self._first_text_at: float | None = None
+        self._accept_seconds = 0.0  # backend accept() time of the open segment
         self._closed = False
 
     @property
@@ -120,6 +121,7 @@ class SegmentRecognizer:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            self._report_accept_time()
             self._stream.close()
 
     def _apply(self, actions, received_at: float, events: list[Event]) -> None:
@@ -128,7 +130,7 @@ class SegmentRecognizer:
                 self._segment_samples += action.pcm.size
                 t0 = self._clock()
                 self._stream.accept(action.pcm)  # streaming decoders (Kaldi) work here
-                self._on_inference("accept", self._clock() - t0)
+                self._accept_seconds += self._clock() - t0  # reported once per segment
             elif isinstance(action, SpeechStart):
                 self._segment_samples = 0
                 self._samples_at_last_partial = 0
@@ -139,7 +141,13 @@ class SegmentRecognizer:
             elif isinstance(action, SpeechEnd):
                 events.append(self._final(action, received_at))
 
+    def _report_accept_time(self) -> None:
+        if self._accept_seconds:
+            self._on_inference("accept", self._accept_seconds)
+            self._accept_seconds = 0.0
+
     def _final(self, end: SpeechEnd, received_at: float) -> Final:
+        self._report_accept_time()
         hyp: Hypothesis = self._timed("final", self._stream.finalize)
         now = self._clock()
         if self._first_text_at is None and not hyp.empty:
