@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
+from backends.base import ASRBackend
 from backends.registry import create_backend
 from config import Settings
 from inference.pool import InferencePool, LoopBatcher
@@ -26,14 +27,18 @@ from transport.context import ServerContext
 log = structlog.get_logger("sttd")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, backend: ASRBackend | None = None) -> FastAPI:
+    """``backend`` replaces the one ``settings`` names (tests inject fakes at the GPU edge)."""
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
     metrics = Metrics()
+    backend = backend or create_backend(settings)
+    # A backend whose finals wait on an engine elsewhere asks for one thread per final.
+    threads = max(settings.inference_threads, backend.capabilities.inference_threads)
     ctx = ServerContext(
         settings=settings,
-        backend=create_backend(settings),
-        pool=InferencePool(settings.inference_threads, job_timeout=settings.job_timeout_sec),
+        backend=backend,
+        pool=InferencePool(threads, job_timeout=settings.job_timeout_sec),
         metrics=metrics,
         slots=SessionSlots(settings.max_sessions),
         gate=Gate(settings),

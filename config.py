@@ -116,6 +116,46 @@ class Settings(BaseSettings):
         4, ge=0, le=256, description="Warm decoders kept ready (each ~80 ms to create cold)."
     )
 
+    # Qwen3-ASR backend (GPU): vLLM in this process, or a remote `vllm serve`.
+    qwen3_model: str | None = Field(
+        None, description="Qwen3-ASR model directory (or a name vLLM can resolve offline)."
+    )
+    qwen3_remote_url: str | None = Field(
+        None, description="Base URL of a `vllm serve` of Qwen3-ASR (OpenAI API): decode there "
+        "instead of in this process."
+    )
+    qwen3_remote_api_key: str = Field("", description="Bearer token for the remote server.")
+    qwen3_remote_model: str | None = Field(
+        None, description="Served model name on the remote server; default: its first model."
+    )
+    qwen3_tokenizer: Path | None = Field(
+        None, description="tokenizer.json for the rollback in remote mode; default: the one "
+        "in STT_QWEN3_MODEL if that is a directory, else word units."
+    )
+    qwen3_dtype: str = "bfloat16"
+    qwen3_gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    qwen3_max_model_len: int = Field(4096, ge=256)
+    qwen3_max_num_seqs: int = Field(256, ge=1, description="Decodes one engine step may batch.")
+    qwen3_max_num_batched_tokens: int = Field(8192, ge=512)
+    qwen3_enforce_eager: bool = Field(False, description="No CUDA graphs (faster start).")
+    qwen3_load_format: str = Field(
+        "auto", description="'dummy' = random weights, for benchmarks without the model."
+    )
+    qwen3_tick_sec: float = Field(
+        1.0, gt=0, description="New audio between two partial decodes of a session."
+    )
+    qwen3_unfixed_ticks: int = Field(2, ge=0, description="Partials before a rollback prefix.")
+    qwen3_rollback_tokens: int = Field(5, ge=0, description="Unstable tail dropped per tick.")
+    qwen3_max_segment_sec: float = Field(
+        30.0, gt=0, le=1200, description="Longest audio one decode gets (longer finals split)."
+    )
+    qwen3_max_tokens: int = Field(256, ge=8, description="Cap on one decode's output tokens.")
+    qwen3_final_timeout_sec: float = Field(30.0, gt=0)
+    qwen3_final_concurrency: int = Field(
+        64, ge=1, le=4096, description="Finals in flight at once (one inference thread each)."
+    )
+    qwen3_warmup: bool = Field(True, description="One decode before the server is ready.")
+
     # Mock backend (a test tool).
     mock_delay_ms: float = Field(0.0, ge=0, description="Simulated compute per mock call.")
     mock_fixtures: Path = REPO_ROOT / "references"

@@ -8,6 +8,7 @@ only hears the audio of the current segment and is told when it ends.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -35,6 +36,9 @@ class Hypothesis:
     confidence: float | None = None
     language: str | None = None
     alternatives: tuple[Alternative, ...] = ()
+    # Segment samples the hypothesis covers, when that is less than all accepted so far (a
+    # partial decoded elsewhere while more audio came in); None = everything accepted.
+    covered_samples: int | None = None
 
     @property
     def empty(self) -> bool:
@@ -51,6 +55,9 @@ class Capabilities:
     n_best: bool = False
     languages: tuple[str, ...] = ("*",)  # "*" = any language
     sample_rate: int = 16000
+    # Pool threads the backend needs at least: a backend whose finals wait on a remote
+    # engine (a GPU) holds one thread per final in flight.
+    inference_threads: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +92,26 @@ class ASRStream(Protocol):
 
     def close(self) -> None:
         """Release per-session resources. Idempotent."""
+
+
+@runtime_checkable
+class NotifyingStream(Protocol):
+    """An ``ASRStream`` whose partial decodes run elsewhere (a GPU engine): ``partial()`` starts
+    one and returns what finished before it, and the stream calls ``wake`` (from any thread)
+    when a result lands, so the session collects it at once rather than at its next audio."""
+
+    def set_wake(self, wake: Callable[[], None]) -> None: ...
+
+    @property
+    def result_ready(self) -> bool:
+        """A finished partial is waiting for ``partial()`` to collect it."""
+
+
+@runtime_checkable
+class HealthChecked(Protocol):
+    """A backend with a live engine to probe (``/ready`` asks it); raises when unhealthy."""
+
+    async def check_health(self) -> None: ...
 
 
 @runtime_checkable

@@ -116,3 +116,30 @@ def rollback_prefix(raw_answer: str, tokenizer: Tokenizer, rollback_tokens: int)
             return prefix
         keep -= 1
     return ""
+
+
+_UNITS = re.compile(
+    r"<asr_text>|\s*[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]|\s*\w+|\s*[^\w\s]|\s+")
+
+
+class UnitTokenizer:
+    """Approximate tokens for the rollback when the model's tokenizer is not at hand (remote
+    mode without a local ``tokenizer.json``): words with their leading space, CJK and Hangul
+    characters one by one, punctuation, and the ``<asr_text>`` tag. BPE splits long words
+    further, so a rollback in units drops a little more than in tokens, never less."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}
+        self._units: list[str] = []
+
+    def encode(self, text: str) -> list[int]:
+        ids = []
+        for unit in _UNITS.findall(text):
+            if unit not in self._ids:
+                self._ids[unit] = len(self._units)
+                self._units.append(unit)
+            ids.append(self._ids[unit])
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self._units[i] for i in ids)

@@ -12,6 +12,7 @@ from config import Settings
 _FACTORIES: dict[str, str] = {
     "kaldi": "backends.registry:_kaldi",
     "mock": "backends.registry:_mock",
+    "qwen3": "backends.registry:_qwen3",
     "whisper": "backends.registry:_whisper",
 }
 
@@ -70,3 +71,60 @@ def _whisper(settings: Settings) -> ASRBackend:
             speech_gate=settings.whisper_speech_gate,
         )
     )
+
+
+def _qwen3(settings: Settings) -> ASRBackend:
+    from backends.qwen3 import Qwen3Backend, Qwen3Options, check_model_len
+
+    options = Qwen3Options(
+        tick_sec=settings.qwen3_tick_sec,
+        unfixed_ticks=settings.qwen3_unfixed_ticks,
+        rollback_tokens=settings.qwen3_rollback_tokens,
+        max_segment_sec=settings.qwen3_max_segment_sec,
+        max_tokens=settings.qwen3_max_tokens,
+        final_timeout_sec=settings.qwen3_final_timeout_sec,
+        final_concurrency=settings.qwen3_final_concurrency,
+        warmup=settings.qwen3_warmup,
+    )
+    if settings.qwen3_remote_url:
+        from backends.qwen3_remote import RemoteEngine
+
+        engine = RemoteEngine(
+            settings.qwen3_remote_url, api_key=settings.qwen3_remote_api_key,
+            model=settings.qwen3_remote_model, tokenizer=_qwen3_tokenizer(settings),
+            connections=settings.qwen3_final_concurrency + settings.max_sessions,
+        )
+        return Qwen3Backend(engine, settings.qwen3_remote_model or settings.qwen3_remote_url,
+                            options)
+    if not settings.qwen3_model:
+        raise ValueError("the qwen3 backend needs STT_QWEN3_MODEL (a model directory) or "
+                         "STT_QWEN3_REMOTE_URL (a vllm serve of Qwen3-ASR)")
+    check_model_len(settings.qwen3_max_model_len, options)
+    from backends.qwen3_vllm import VllmEngine, VllmSettings
+
+    engine = VllmEngine(VllmSettings(
+        model=settings.qwen3_model,
+        dtype=settings.qwen3_dtype,
+        gpu_memory_utilization=settings.qwen3_gpu_memory_utilization,
+        max_model_len=settings.qwen3_max_model_len,
+        max_num_seqs=settings.qwen3_max_num_seqs,
+        max_num_batched_tokens=settings.qwen3_max_num_batched_tokens,
+        enforce_eager=settings.qwen3_enforce_eager,
+        load_format=settings.qwen3_load_format,
+    ))
+    from pathlib import Path
+
+    return Qwen3Backend(engine, Path(settings.qwen3_model).name or settings.qwen3_model, options)
+
+
+def _qwen3_tokenizer(settings: Settings) -> str | None:
+    """tokenizer.json for remote mode: set explicitly, or found in the model directory."""
+    if settings.qwen3_tokenizer:
+        return str(settings.qwen3_tokenizer)
+    if settings.qwen3_model:
+        from pathlib import Path
+
+        candidate = Path(settings.qwen3_model) / "tokenizer.json"
+        if candidate.is_file():
+            return str(candidate)
+    return None

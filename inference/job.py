@@ -8,6 +8,7 @@ final, and never blocking.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,6 +91,12 @@ class SessionJob:
         self.discarded_samples = 0
         self.segments = 0
         self.on_closed: Callable[[], None] | None = None  # called once the stream is released
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # built off the loop (unit tests): nothing to wake
+            pass
+        else:
+            recognizer.on_backend_result(lambda: _call_soon(loop, self.poke))
 
     @property
     def processed_samples(self) -> int:
@@ -131,6 +138,14 @@ class SessionJob:
         """Queue without shedding, waiting for room: for input that has no real-time
         deadline (a batch upload), where the producer can simply be slowed down."""
         await self._in.async_q.put(item)
+        self._make_ready()
+
+    def poke(self) -> None:
+        """The backend finished work on its own (a GPU partial): run the job to collect it."""
+        if not self.closed:
+            self._make_ready()
+
+    def _make_ready(self) -> None:
         with self._lock:
             wake = self._state is not _State.SCHEDULED
             self._state = _State.SCHEDULED
@@ -276,3 +291,10 @@ class SessionJob:
         m.final_latency.observe(final.latency_ms / 1000)
         if final.first_token_ms is not None:
             m.first_partial_latency.observe(final.first_token_ms / 1000)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    try:
+        loop.call_soon_threadsafe(callback)
+    except RuntimeError:  # the loop is closed: the server is gone
+        pass

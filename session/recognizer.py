@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from backends.base import ASRStream, Hypothesis, Word
+from backends.base import ASRStream, Hypothesis, NotifyingStream, Word
 from session.endpointer import EndpointConfig, Endpointer, SpeechAudio, SpeechEnd, SpeechStart
 from session.events import Event, Final, FinalReason, Partial, SpeechStarted
 from session.vad import EnergyVAD
@@ -86,13 +86,22 @@ class SegmentRecognizer:
             self._apply(self._endpointer.process(frame, voiced), received_at, events)
         return events
 
+    def on_backend_result(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` (from any thread) when the backend finishes a partial on its own."""
+        if isinstance(self._stream, NotifyingStream):
+            self._stream.set_wake(wake)
+
     @property
     def partial_due(self) -> bool:
-        """In speech, with ``partial_ms`` of new segment audio since the last partial."""
+        """In speech, with ``partial_ms`` of new segment audio since the last partial, or a
+        partial the backend finished on its own waiting to be collected."""
         return (
             self._cfg.partials
             and self.in_speech
-            and self._segment_samples - self._samples_at_last_partial >= self._partial_samples
+            and (
+                self._segment_samples - self._samples_at_last_partial >= self._partial_samples
+                or (isinstance(self._stream, NotifyingStream) and self._stream.result_ready)
+            )
         )
 
     def maybe_partial(self) -> list[Event]:
@@ -106,6 +115,8 @@ class SegmentRecognizer:
         if self._first_text_at is None:
             self._first_text_at = self._clock()
         start, end = self._endpointer.segment_start, self._endpointer.position
+        if hyp.covered_samples is not None:
+            end = min(end, start + hyp.covered_samples)
         return [Partial(self.segment_seq, hyp.text, self._ms(start), self._ms(end))]
 
     def commit(self, received_at: float, reason: FinalReason = FinalReason.COMMIT) -> list[Event]:

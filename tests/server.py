@@ -22,12 +22,12 @@ def free_port() -> int:
 
 
 class RunningServer:
-    def __init__(self, **overrides) -> None:
+    def __init__(self, backend_impl=None, **overrides) -> None:
         self.port = free_port()
         # Energy VAD: the mock tests pin segment boundaries to RMS levels.
         defaults = {"backend": "mock", "vad": "energy", "log_json": True, "log_level": "warning"}
         self.settings = Settings(**{**defaults, **overrides, "port": self.port})
-        self.app = create_app(self.settings)
+        self.app = create_app(self.settings, backend_impl)
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=self.port, ws="websockets-sansio",
             ws_max_size=1 << 22, log_config=None, lifespan="on",
@@ -91,3 +91,31 @@ class RunningServer:
             if time.monotonic() > deadline:
                 raise AssertionError("condition not met in time")
             time.sleep(0.02)
+
+
+class BackgroundApp:
+    """Any ASGI app (a fake upstream) on uvicorn, on a free loopback port, in a thread."""
+
+    def __init__(self, app) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                     log_config=None, lifespan="off"))
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._server.serve()),
+                                        daemon=True)
+
+    def __enter__(self) -> BackgroundApp:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("fake upstream did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(10)

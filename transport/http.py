@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from backends.base import HealthChecked
 from transport.context import ServerContext
+
+_HEALTH_TIMEOUT = 5.0  # an engine that cannot answer a probe this fast is not serving
 
 
 def attach(app: FastAPI) -> None:
@@ -32,8 +37,23 @@ async def ready(request: Request) -> JSONResponse:
         "max_sessions": ctx.slots.limit,
     }
     ok = ctx.ready and ctx.pool.alive > 0 and ctx.slots.free > 0
+    if ctx.ready and isinstance(ctx.backend, HealthChecked):
+        problem = await _engine_problem(ctx.backend)
+        body["engine"] = problem or "ok"
+        ok = ok and problem is None
     body["status"] = "ready" if ok else "unavailable"
     return JSONResponse(body, status_code=200 if ok else 503)
+
+
+async def _engine_problem(backend: HealthChecked) -> str | None:
+    try:
+        async with asyncio.timeout(_HEALTH_TIMEOUT):
+            await backend.check_health()
+    except TimeoutError:
+        return f"no answer to a health check in {_HEALTH_TIMEOUT:g} s"
+    except Exception as exc:  # whatever the engine raised is the reason it is unhealthy
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 async def metrics(request: Request) -> Response:

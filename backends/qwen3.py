@@ -1,0 +1,351 @@
+"""Qwen3-ASR on a GPU engine (vLLM in-process, or a remote ``vllm serve``): many streams,
+one engine, batched by vLLM's continuous batching.
+
+Streaming scheme per session (``../shared/reference/qwen3-vllm.md`` §5):
+
+- **Ticks.** Qwen3-ASR is not a streaming model: a partial re-decodes the whole open segment.
+  A session has at most one decode in flight. ``partial()`` starts one when ``tick_sec`` of new
+  audio has come in since the last, and returns the previous result; audio arriving meanwhile
+  joins the next tick (latest wins), so under load the interval stretches by itself instead
+  of queueing stale work. When a decode lands the stream wakes its session, which collects it.
+- **Rollback prefix.** After ``unfixed_ticks`` decodes, each tick forces the previous answer
+  minus its last ``rollback_tokens`` tokens as the start of the answer, so the model only
+  generates the unstable tail and the new words (fewer tokens, steadier partials).
+- **Finals.** At the endpoint the in-flight partial is aborted and the whole segment is
+  decoded once without a prefix (offline quality), then the segment's audio and prefix are
+  dropped, so the cost of a long stream stays bounded by the segment cap.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import math
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import structlog
+
+from backends.base import EMPTY, BackendError, Capabilities, Hypothesis, StreamOptions
+from backends.qwen3_engine import Decoded, DecodeRequest, Engine, EngineThread
+from backends.qwen3_text import (
+    LANGUAGES,
+    Tokenizer,
+    language_code,
+    language_name,
+    parse_output,
+    rollback_prefix,
+)
+
+log = structlog.get_logger("sttd.qwen3")
+
+RATE = 16000
+AUDIO_TOKENS_PER_SECOND = 13  # the AuT encoder's output rate (12.5 Hz, rounded up per chunk)
+PROMPT_TOKENS = 40  # template, language tag and a little context, without the audio
+_MIN_SAMPLES = RATE // 2  # shorter audio is padded: the encoder needs half a second
+
+
+@dataclass(frozen=True, slots=True)
+class Qwen3Options:
+    tick_sec: float = 1.0  # new audio between two partial decodes of a session
+    unfixed_ticks: int = 2  # decodes without a forced prefix at the start of a segment
+    rollback_tokens: int = 5  # unstable tail dropped from the previous answer
+    max_segment_sec: float = 30.0  # the longest audio one decode may get
+    max_tokens: int = 256  # cap on any decode's output
+    final_timeout_sec: float = 30.0
+    final_concurrency: int = 64  # finals in flight at once (one inference thread each)
+    warmup: bool = True
+
+
+def audio_tokens(samples: int) -> int:
+    """Audio tokens the encoder makes of ``samples`` at 16 kHz (vLLM's
+    ``_get_feat_extract_output_lengths``: 13 per whole second, a formula for the rest)."""
+    frames = samples // 160
+    rest = frames % 100
+    tail = (((rest - 1) // 2 + 1 - 1) // 2 + 1 - 1) // 2 + 1 if rest else 0
+    return tail + frames // 100 * 13
+
+
+def check_model_len(max_model_len: int, options: Qwen3Options) -> None:
+    """A decode of the longest segment must fit the engine's context, or vLLM rejects it."""
+    need = (audio_tokens(int(options.max_segment_sec * RATE)) + PROMPT_TOKENS
+            + options.max_tokens)
+    if need > max_model_len:
+        raise ValueError(
+            f"STT_QWEN3_MAX_MODEL_LEN={max_model_len} is too small for "
+            f"{options.max_segment_sec:g} s segments and {options.max_tokens} output tokens "
+            f"(needs {need}); raise it or lower STT_QWEN3_MAX_SEGMENT_SEC / _MAX_TOKENS")
+
+
+def final_budget(samples: int, cap: int) -> int:
+    """Output tokens for a decode of the whole segment: fast speech is ~5 tokens a second."""
+    return min(cap, 16 + math.ceil(8 * samples / RATE))
+
+
+class Qwen3Backend:
+    name = "qwen3"
+
+    def __init__(self, engine: Engine, model: str, options: Qwen3Options | None = None) -> None:
+        self.model = model
+        self.options = options or Qwen3Options()
+        self.capabilities = Capabilities(
+            partials=True, words=False, n_best=False,
+            languages=tuple(sorted(LANGUAGES)) + ("auto",),
+            inference_threads=self.options.final_concurrency,
+        )
+        self._engine = EngineThread(engine)
+        self._tokenizer: Tokenizer | None = None
+        self._open = 0
+        self._lock = threading.Lock()
+        self._ids = itertools.count()
+
+    @property
+    def engine(self) -> EngineThread:
+        return self._engine
+
+    def load(self) -> None:
+        self._engine.start()
+        self._tokenizer = self._engine.engine.tokenizer()
+        if self.options.warmup:
+            self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One decode of real length before the server says it is ready: the first request
+        otherwise pays for kernel selection and graph capture (seconds, not milliseconds)."""
+        noise = np.random.default_rng(0).normal(0, 0.01, RATE * 5).astype(np.float32)
+        request = DecodeRequest("warmup", noise, max_tokens=8)
+        self._engine.submit(request).result(timeout=600)
+        log.info("qwen3.warmed_up", engine=self._engine.engine.name)
+
+    async def check_health(self) -> None:
+        await self._engine.check_health()
+
+    def open_stream(self, options: StreamOptions) -> Qwen3Stream:
+        if not self._engine.running or self._tokenizer is None:
+            raise BackendError("the Qwen3-ASR engine is not running", retryable=True)
+        if options.sample_rate != RATE:
+            raise BackendError(f"Qwen3-ASR takes {RATE} Hz audio, not {options.sample_rate}")
+        try:
+            language = language_name(options.language)
+        except ValueError as exc:
+            raise BackendError(str(exc)) from None
+        with self._lock:
+            self._open += 1
+        return Qwen3Stream(self, language=language, context=" ".join(options.hotwords),
+                           stream_id=f"{next(self._ids)}-{uuid.uuid4().hex[:8]}")
+
+    def _stream_closed(self) -> None:
+        with self._lock:
+            self._open -= 1
+
+    @property
+    def open_streams(self) -> int:
+        return self._open
+
+    def close(self) -> None:
+        self._engine.stop()
+
+
+def _padded(audio: np.ndarray) -> np.ndarray:
+    if audio.size >= _MIN_SAMPLES:
+        return audio
+    return np.concatenate([audio, np.zeros(_MIN_SAMPLES - audio.size, np.float32)])
+
+
+class _Audio:
+    """The open segment: float32, grown by doubling so appends stay amortised O(1)."""
+
+    def __init__(self) -> None:
+        self._buf = np.zeros(RATE * 4, dtype=np.float32)
+        self.size = 0
+
+    def append(self, pcm: np.ndarray) -> None:
+        end = self.size + pcm.size
+        if end > self._buf.size:
+            grown = np.zeros(max(end, self._buf.size * 2), dtype=np.float32)
+            grown[: self.size] = self._buf[: self.size]
+            self._buf = grown
+        self._buf[self.size : end] = pcm.astype(np.float32) / 32768.0
+        self.size = end
+
+    def snapshot(self, limit: int) -> np.ndarray:
+        """A copy of the newest ``limit`` samples, padded to the encoder's minimum."""
+        return _padded(self._buf[max(0, self.size - limit) : self.size].copy())
+
+    def clear(self) -> None:
+        self.size = 0
+
+
+class Qwen3Stream:
+    """One session's segment state. ``accept``/``partial``/``finalize`` come from one
+    inference thread at a time; decode results land on the engine thread, hence the lock."""
+
+    def __init__(self, backend: Qwen3Backend, *, language: str | None, context: str,
+                 stream_id: str) -> None:
+        self._backend = backend
+        self._opts = backend.options
+        self._engine = backend.engine
+        self._tokenizer: Tokenizer = backend._tokenizer  # type: ignore[assignment]
+        self._language = language
+        self._context = context
+        self._id = stream_id
+        self._decodes = itertools.count()
+        self._audio = _Audio()
+        self._limit = int(self._opts.max_segment_sec * RATE)
+        self._tick = max(1, int(self._opts.tick_sec * RATE))
+        # Re-entrant: cancelling a future runs its done-callback (``_landed``) at once, in
+        # the cancelling thread, which holds the lock.
+        self._lock = threading.RLock()
+        self._inflight: concurrent.futures.Future[Decoded] | None = None
+        self._sent_samples = 0  # segment audio the last partial decode was given
+        self._ticks = 0  # partial decodes landed in this segment
+        self._answer = ""  # the last partial's whole answer, prefix included
+        self._ready: Hypothesis | None = None  # landed, not yet collected
+        self._wake: Callable[[], None] = lambda: None
+        self._closed = False
+        self.partial_failures = 0
+
+    # -- NotifyingStream -------------------------------------------------------------------
+
+    def set_wake(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+
+    @property
+    def result_ready(self) -> bool:
+        return self._ready is not None
+
+    # -- ASRStream -------------------------------------------------------------------------
+
+    def accept(self, pcm: np.ndarray) -> None:
+        self._audio.append(pcm)
+
+    def partial(self) -> Hypothesis | None:
+        with self._lock:
+            landed, self._ready = self._ready, None
+            if self._inflight is None and self._audio.size - self._sent_samples >= self._tick:
+                self._start_partial()
+        return landed
+
+    def finalize(self) -> Hypothesis:
+        with self._lock:
+            self._abort_partial()
+            self._ready = None
+            audio = self._audio.snapshot(self._audio.size) if self._audio.size else None
+            self._reset_segment()
+        if audio is None:
+            return EMPTY
+        # A segment over the cap (the session raised max_segment_ms) is decoded in pieces,
+        # all at once: no audio is left out of a final.
+        futures = [self._engine_submit(DecodeRequest(
+            self._request_id("f"), _padded(piece), context=self._context,
+            language=self._language, want_confidence=True,
+            max_tokens=final_budget(piece.size, self._opts.max_tokens),
+        )) for piece in np.array_split(audio, math.ceil(audio.size / self._limit))]
+        try:
+            decoded = [self._wait(f) for f in futures]
+        finally:
+            for f in futures:
+                f.cancel()
+        parsed = [parse_output(d.text, self._language) for d in decoded]
+        language = next((lang for lang, _ in parsed if lang), "")
+        tokens = sum(d.tokens for d in decoded)
+        confidence = None
+        if tokens and all(d.logprob is not None for d in decoded):
+            confidence = round(math.exp(sum(d.logprob for d in decoded) / tokens), 4)
+        return Hypothesis(text=" ".join(t for _, t in parsed if t), confidence=confidence,
+                          language=language_code(language) if language else None)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._abort_partial()
+            self._ready = None
+            self._audio = _Audio()
+        self._backend._stream_closed()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _start_partial(self) -> None:
+        """Under the lock: one partial decode of the segment so far."""
+        samples = self._audio.size
+        prefix = ""
+        if self._ticks >= self._opts.unfixed_ticks and self._answer:
+            prefix = rollback_prefix(self._answer, self._tokenizer, self._opts.rollback_tokens)
+        new = samples - self._sent_samples
+        budget = (self._opts.rollback_tokens + 8 + math.ceil(8 * new / RATE) if prefix
+                  else final_budget(min(samples, self._limit), self._opts.max_tokens))
+        request = DecodeRequest(
+            self._request_id("p"), self._audio.snapshot(self._limit), context=self._context,
+            language=self._language, prefix=prefix,
+            max_tokens=min(budget, self._opts.max_tokens),
+        )
+        try:
+            future = self._engine_submit(request)
+        except BackendError:
+            self.partial_failures += 1
+            return  # the final reports an engine that is gone
+        self._inflight = future
+        self._sent_samples = samples
+        future.add_done_callback(lambda f: self._landed(f, prefix, samples))
+
+    def _landed(self, future: concurrent.futures.Future[Decoded], prefix: str,
+                samples: int) -> None:
+        """On the engine thread: keep the result if it is still the session's current one."""
+        with self._lock:
+            if future is not self._inflight:
+                return  # aborted for a final, or the stream closed
+            self._inflight = None
+            if future.cancelled():
+                return
+            error = future.exception()
+            if error is not None:
+                self.partial_failures += 1
+                log.warning("qwen3.partial_failed", stream=self._id, error=repr(error))
+                return
+            self._answer = prefix + future.result().text
+            self._ticks += 1
+            language, text = parse_output(self._answer, self._language)
+            self._ready = Hypothesis(text=text, covered_samples=samples,
+                                     language=language_code(language) if language else None)
+        self._wake()
+
+    def _abort_partial(self) -> None:
+        future, self._inflight = self._inflight, None
+        if future is not None:
+            future.cancel()  # cancels the engine task; vLLM aborts the request
+
+    def _reset_segment(self) -> None:
+        self._audio.clear()
+        self._sent_samples = 0
+        self._ticks = 0
+        self._answer = ""
+
+    def _request_id(self, kind: str) -> str:
+        return f"sttd-{self._id}-{kind}{next(self._decodes)}"
+
+    def _engine_submit(self, request: DecodeRequest) -> concurrent.futures.Future[Decoded]:
+        try:
+            return self._engine.submit(request)
+        except RuntimeError as exc:
+            raise BackendError(str(exc), retryable=True) from None
+
+    def _wait(self, future: concurrent.futures.Future[Decoded]) -> Decoded:
+        try:
+            return future.result(timeout=self._opts.final_timeout_sec)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise BackendError(
+                f"the engine gave no final in {self._opts.final_timeout_sec:g} s",
+                retryable=True) from None
+        except concurrent.futures.CancelledError:
+            raise BackendError("the final decode was cancelled (engine stopping)",
+                               retryable=True) from None
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"engine error: {type(exc).__name__}: {exc}") from exc
