@@ -167,7 +167,7 @@ class FakeVllmServer:
     requests: list[dict] = field(default_factory=list)
     healthy: bool = True
     keep_requests: bool = True  # off for load tests: bodies carry the audio
-    served: int = 0
+    answered: int = 0
 
     def app(self):
         app = FastAPI()
@@ -183,7 +183,7 @@ class FakeVllmServer:
         @app.post("/v1/chat/completions")
         async def chat(request: Request):
             body = await request.json()
-            self.served += 1
+            self.answered += 1
             if self.keep_requests:
                 self.requests.append(body)
             problem = self._invalid(body)
