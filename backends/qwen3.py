@@ -152,23 +152,24 @@ class Qwen3Backend:
 def _padded(audio: np.ndarray) -> np.ndarray:
     if audio.size >= _MIN_SAMPLES:
         return audio
-    return np.concatenate([audio, np.zeros(_MIN_SAMPLES - audio.size, np.float32)])
+    return np.concatenate([audio, np.zeros(_MIN_SAMPLES - audio.size, np.int16)])
 
 
 class _Audio:
-    """The open segment: float32, grown by doubling so appends stay amortised O(1)."""
+    """The open segment as received (int16: half the bytes of float32 to copy per tick),
+    grown by doubling so appends stay amortised O(1)."""
 
     def __init__(self) -> None:
-        self._buf = np.zeros(RATE * 4, dtype=np.float32)
+        self._buf = np.zeros(RATE * 4, dtype=np.int16)
         self.size = 0
 
     def append(self, pcm: np.ndarray) -> None:
         end = self.size + pcm.size
         if end > self._buf.size:
-            grown = np.zeros(max(end, self._buf.size * 2), dtype=np.float32)
+            grown = np.zeros(max(end, self._buf.size * 2), dtype=np.int16)
             grown[: self.size] = self._buf[: self.size]
             self._buf = grown
-        self._buf[self.size : end] = pcm.astype(np.float32) / 32768.0
+        self._buf[self.size : end] = pcm
         self.size = end
 
     def snapshot(self, limit: int) -> np.ndarray:

@@ -30,7 +30,7 @@ log = structlog.get_logger("sttd.qwen3")
 @dataclass(frozen=True, slots=True)
 class DecodeRequest:
     request_id: str  # unique per decode: engines key aborts and outputs by it
-    audio: np.ndarray  # float32 mono 16 kHz in [-1, 1]
+    audio: np.ndarray  # int16 mono 16 kHz (engines convert to what they send)
     context: str = ""  # system-turn background text (hotwords)
     language: str | None = None  # the model's language name when forced, else None
     prefix: str = ""  # forced start of the answer (the rollback prefix of streaming)

@@ -6,12 +6,14 @@ sync classmethod that ties the engine's output handler to the running loop (so i
 on the engine thread's loop); ``generate`` is an async generator whose cancellation aborts
 the request; ``check_health`` and ``abort`` are coroutines; ``shutdown`` and
 ``get_tokenizer`` are plain calls; ``cumulative_logprob`` is filled only when ``logprobs``
-is set (0 = just the sampled token's). A 1-D float32 array is taken as 16 kHz audio as-is.
+is set (0 = just the sampled token's). A 1-D float32 array is taken as 16 kHz audio as it is.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 from backends.qwen3_engine import Decoded, DecodeRequest
 from backends.qwen3_text import Tokenizer, build_prompt
@@ -98,7 +100,8 @@ class VllmEngine:
     async def decode(self, request: DecodeRequest) -> Decoded:
         prompt = {
             "prompt": build_prompt(request.context, request.language, request.prefix),
-            "multi_modal_data": {"audio": request.audio},
+            # 1-D float32 in [-1, 1] is taken as 16 kHz as it is (2-D would be several items).
+            "multi_modal_data": {"audio": request.audio.astype(np.float32) / 32768.0},
         }
         last = None
         async for output in self._llm.generate(prompt, self._sampling(request),

@@ -42,7 +42,9 @@ def words_of(k: int, n: int) -> str:
 
 
 def hear(audio: np.ndarray) -> tuple[int | None, int]:
-    """(speaker, words) in float32 16 kHz audio."""
+    """(speaker, words) in 16 kHz audio (int16, or float32 in [-1, 1])."""
+    if audio.dtype == np.int16:
+        audio = audio.astype(np.float32) / 32768
     voiced = [audio[i : i + RATE // 10] for i in range(0, audio.size, RATE // 10)]
     voiced = [w for w in voiced if w.size and np.sqrt(np.mean(w**2)) > 0.02]
     if not voiced:
