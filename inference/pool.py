@@ -33,6 +33,16 @@ class Job(Protocol):
 
 
 _STOP = object()
+_current = threading.local()  # the batch an inference thread is running, for hand_off_rest
+
+
+def hand_off_rest() -> None:
+    """For a backend about to wait on work elsewhere (a GPU decode): the rest of this
+    thread's batch goes back to the front of the queue for other threads now, so sessions
+    queued behind this one are not delayed by its wait. A no-op off the pool's threads."""
+    pool = getattr(_current, "pool", None)
+    if pool is not None:
+        pool._hand_off(_current.batch, _current.index)
 
 
 class InferencePool:
@@ -142,9 +152,11 @@ class InferencePool:
         again: list[Job] = []
         parked: list[Job] = []
         me = threading.current_thread()
-        for n, job in enumerate(batch):
+        _current.pool, _current.batch = self, batch
+        for n, job in enumerate(batch):  # hand_off_rest may shorten the batch as it runs
             if me in self._abandoned:
                 break  # the watchdog handed the rest of the batch to another thread
+            _current.index = n
             nxt = self._run(batch, n, job.run_partial if partial else job.run)
             if nxt is Next.PARTIAL and not partial and self._take_partial_slot_if_idle():
                 # Nothing waits: compute the partial now rather than round-trip the queue.
@@ -158,6 +170,15 @@ class InferencePool:
             elif nxt is Next.PARTIAL:
                 parked.append(job)
         return again, parked
+
+    def _hand_off(self, batch: list[Job], index: int) -> None:
+        rest = batch[index + 1 :]
+        if not rest:
+            return
+        del batch[index + 1 :]
+        with self._cv:
+            self._work.appendleft(rest)  # they were queued before anything behind them
+            self._cv.notify()
 
     def _take_partial_slot_if_idle(self) -> bool:
         with self._cv:

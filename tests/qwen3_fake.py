@@ -84,6 +84,8 @@ class FakeEngine:
     fail: str | None = None  # "partial" | "final" | "all": raise for those decodes
     hang_finals: bool = False
     name: str = "fake"
+    keep_calls: bool = True  # off for load tests
+    listen: bool = True  # off for load tests: answer by length alone, without an FFT
     calls: list[Call] = field(default_factory=list)
     started: bool = False
     stopped: bool = False
@@ -106,8 +108,9 @@ class FakeEngine:
 
     async def decode(self, request: DecodeRequest) -> Decoded:
         call = Call(request, time.monotonic(), thread=threading.current_thread().name)
-        with self._lock:
-            self.calls.append(call)
+        if self.keep_calls:
+            with self._lock:
+                self.calls.append(call)
         build_prompt(request.context, request.language, request.prefix)  # must not raise
         if self.blocking_s:
             time.sleep(self.blocking_s)  # noqa: ASYNC251 - that is the point: a blocked loop
@@ -123,7 +126,11 @@ class FakeEngine:
             call.ended = time.monotonic()
         if self.fail == "all" or self.fail == ("final" if final else "partial"):
             raise RuntimeError("CUDA error: device-side assert")
-        full = answer(request.audio, request.language)
+        if self.listen:
+            full = answer(request.audio, request.language)
+        else:
+            full = f"language English{ASR_TEXT}" + words_of(0, int(request.audio.size / RATE
+                                                                 / WORD_SEC))
         if not full.startswith(request.prefix):
             call.mismatch = True
             return Decoded(" <mismatch>", tokens=1)

@@ -4,7 +4,7 @@ import threading
 import time
 
 from inference.job import Next
-from inference.pool import InferencePool
+from inference.pool import InferencePool, hand_off_rest
 
 
 class FakeJob:
@@ -79,3 +79,34 @@ def test_again_requeues_and_a_crashing_job_does_not_kill_the_pool():
     finally:
         pool.stop()
     assert pool.alive == 0
+
+
+def test_a_job_about_to_wait_hands_the_rest_of_its_batch_to_other_threads():
+    log = []
+    done = {}
+
+    class Waiting(FakeJob):
+        def run(self):
+            hand_off_rest()
+            time.sleep(0.5)  # a GPU final
+            done[self.name] = time.monotonic()
+            return Next.IDLE
+
+    class Quick(FakeJob):
+        def run(self):
+            done[self.name] = time.monotonic()
+            return Next.IDLE
+
+    pool = InferencePool(2)
+    pool.start()
+    try:
+        t0 = time.monotonic()
+        pool.submit_batch([Waiting("slow", log), Quick("a", log), Quick("b", log)])
+        deadline = time.monotonic() + 5
+        while len(done) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert set(done) == {"slow", "a", "b"}
+        assert done["a"] - t0 < 0.25 and done["b"] - t0 < 0.25  # not behind the wait
+        hand_off_rest()  # off the pool's threads: nothing to do
+    finally:
+        pool.stop()
