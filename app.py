@@ -70,6 +70,8 @@ def create_app(settings: Settings | None = None, backend: ASRBackend | None = No
             ctx.pool.start()
             ctx.batcher = LoopBatcher(ctx.pool)
             ctx.ready = True
+            metrics.build.info({"version": app_version(), "backend": ctx.backend.name,
+                                "model": ctx.backend.model})  # known exactly once loaded
             metrics.backend_ready.labels(ctx.backend.name).set(1)
             log.info("server.ready", backend=ctx.backend.name, model=ctx.backend.model,
                      max_sessions=settings.max_sessions)

@@ -110,6 +110,9 @@ class Qwen3Backend:
     def load(self) -> None:
         self._engine.start()
         self._tokenizer = self._engine.engine.tokenizer()
+        served = getattr(self._engine.engine, "model", None)  # remote: learnt at start
+        if isinstance(served, str) and served:
+            self.model = served
         if self.options.warmup:
             self._warm_up()
 

@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from app import app_version
 from backends.qwen3 import Qwen3Backend, Qwen3Options
 from tests.client import stream
 from tests.qwen3_fake import FakeEngine, FakeVllmServer, tone, words_of
@@ -33,6 +34,10 @@ def test_remote_mode_streams_partials_and_finals(start_server, fake_vllm):
     server = qwen3_server(start_server, fake_vllm.url)
     status, body = server.get("/ready")
     assert status == 200 and json.loads(body)["engine"] == "ok"
+    assert json.loads(body)["model"] == fake_vllm.model  # asked the server for its model
+    assert server.metrics()[
+        f'stt_build_info{{backend="qwen3",model="{fake_vllm.model}",version="{app_version()}"}}'
+    ] == 1
     assert fake_vllm.requests, "no warm-up decode before ready"
 
     t = asyncio.run(stream(server.ws_url(), tone(3, 3.0), realtime=1.0, tail_silence_ms=800))
