@@ -8,6 +8,7 @@ only hears the audio of the current segment and is told when it ends.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -132,3 +133,19 @@ class ASRBackend(Protocol):
 
     def close(self) -> None:
         """Release the model. Idempotent."""
+
+
+_waiting = threading.local()
+
+
+def set_waiting_hook(hook: Callable[[], None] | None) -> None:
+    """Installed by whatever runs backends on this thread (the inference pool)."""
+    _waiting.hook = hook
+
+
+def before_waiting() -> None:
+    """A backend calls this on its thread just before it blocks on work done elsewhere (a
+    GPU decode), so the runner can hand its other queued work to other threads meanwhile."""
+    hook = getattr(_waiting, "hook", None)
+    if hook is not None:
+        hook()

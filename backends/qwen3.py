@@ -29,7 +29,14 @@ from dataclasses import dataclass
 import numpy as np
 import structlog
 
-from backends.base import EMPTY, BackendError, Capabilities, Hypothesis, StreamOptions
+from backends.base import (
+    EMPTY,
+    BackendError,
+    Capabilities,
+    Hypothesis,
+    StreamOptions,
+    before_waiting,
+)
 from backends.qwen3_engine import Decoded, DecodeRequest, Engine, EngineThread
 from backends.qwen3_text import (
     LANGUAGES,
@@ -39,7 +46,6 @@ from backends.qwen3_text import (
     parse_output,
     rollback_prefix,
 )
-from inference.pool import hand_off_rest
 
 log = structlog.get_logger("sttd.qwen3")
 
@@ -249,7 +255,7 @@ class Qwen3Stream:
             language=self._language, want_confidence=True,
             max_tokens=final_budget(piece.size, self._opts.max_tokens),
         )) for piece in np.array_split(audio, math.ceil(audio.size / self._limit))]
-        hand_off_rest()  # sessions batched behind this one need not wait for our final
+        before_waiting()  # sessions batched behind this one need not wait for our final
         try:
             decoded = [self._wait(f) for f in futures]
         finally:

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import structlog
 
+from backends.base import set_waiting_hook
 from inference.job import Next
 
 log = structlog.get_logger("sttd.inference")
@@ -33,16 +34,7 @@ class Job(Protocol):
 
 
 _STOP = object()
-_current = threading.local()  # the batch an inference thread is running, for hand_off_rest
-
-
-def hand_off_rest() -> None:
-    """For a backend about to wait on work elsewhere (a GPU decode): the rest of this
-    thread's batch goes back to the front of the queue for other threads now, so sessions
-    queued behind this one are not delayed by its wait. A no-op off the pool's threads."""
-    pool = getattr(_current, "pool", None)
-    if pool is not None:
-        pool._hand_off(_current.batch, _current.index)
+_current = threading.local()  # the batch an inference thread is running
 
 
 class InferencePool:
@@ -112,6 +104,7 @@ class InferencePool:
         self._threads.clear()
 
     def _loop(self) -> None:
+        set_waiting_hook(self._hand_off_rest)
         while True:
             with self._cv:
                 while not (self._work or self._stopping or self._partial_ready()):
@@ -152,8 +145,8 @@ class InferencePool:
         again: list[Job] = []
         parked: list[Job] = []
         me = threading.current_thread()
-        _current.pool, _current.batch = self, batch
-        for n, job in enumerate(batch):  # hand_off_rest may shorten the batch as it runs
+        _current.batch = batch
+        for n, job in enumerate(batch):  # _hand_off_rest may shorten the batch as it runs
             if me in self._abandoned:
                 break  # the watchdog handed the rest of the batch to another thread
             _current.index = n
@@ -171,7 +164,11 @@ class InferencePool:
                 parked.append(job)
         return again, parked
 
-    def _hand_off(self, batch: list[Job], index: int) -> None:
+    def _hand_off_rest(self) -> None:
+        """A backend is about to wait on work elsewhere (``before_waiting``): the rest of
+        this thread's batch goes back to the front of the queue for other threads now, so
+        sessions queued behind this one are not delayed by its wait."""
+        batch, index = _current.batch, _current.index
         rest = batch[index + 1 :]
         if not rest:
             return

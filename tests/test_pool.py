@@ -3,8 +3,9 @@
 import threading
 import time
 
+from backends.base import before_waiting
 from inference.job import Next
-from inference.pool import InferencePool, hand_off_rest
+from inference.pool import InferencePool
 
 
 class FakeJob:
@@ -87,7 +88,7 @@ def test_a_job_about_to_wait_hands_the_rest_of_its_batch_to_other_threads():
 
     class Waiting(FakeJob):
         def run(self):
-            hand_off_rest()
+            before_waiting()
             time.sleep(0.5)  # a GPU final
             done[self.name] = time.monotonic()
             return Next.IDLE
@@ -107,6 +108,6 @@ def test_a_job_about_to_wait_hands_the_rest_of_its_batch_to_other_threads():
             time.sleep(0.01)
         assert set(done) == {"slow", "a", "b"}
         assert done["a"] - t0 < 0.25 and done["b"] - t0 < 0.25  # not behind the wait
-        hand_off_rest()  # off the pool's threads: nothing to do
+        before_waiting()  # off the pool's threads: nothing to do
     finally:
         pool.stop()
