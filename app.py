@@ -12,7 +12,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
-from backends.base import ASRBackend
+from backends.base import ASRBackend, EngineBacked
 from backends.registry import create_backend
 from config import Settings
 from inference.pool import InferencePool, LoopBatcher
@@ -55,6 +55,9 @@ def create_app(settings: Settings | None = None, backend: ASRBackend | None = No
         metrics.segments: [reason.value for reason in FinalReason],
     })
     metrics.watch_queues(lambda: _queue_depths(ctx))
+    if isinstance(backend, EngineBacked):
+        backend.on_decode = metrics.observe_decode
+        metrics.engine_in_flight.set_function(lambda: backend.decodes_in_flight)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

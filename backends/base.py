@@ -115,6 +115,19 @@ class HealthChecked(Protocol):
     async def check_health(self) -> None: ...
 
 
+DecodeObserver = Callable[[str, str, float], None]  # kind, outcome, seconds
+
+
+@runtime_checkable
+class EngineBacked(Protocol):
+    """A backend whose decodes run on an engine elsewhere (a GPU): the server counts them."""
+
+    on_decode: DecodeObserver  # set by the server; called as each decode ends, any thread
+
+    @property
+    def decodes_in_flight(self) -> int: ...
+
+
 @runtime_checkable
 class ASRBackend(Protocol):
     name: str

@@ -22,6 +22,7 @@ import concurrent.futures
 import itertools
 import math
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,6 +109,8 @@ class Qwen3Backend:
         self._open = 0
         self._lock = threading.Lock()
         self._ids = itertools.count()
+        self._in_flight = 0
+        self.on_decode: Callable[[str, str, float], None] = lambda kind, outcome, seconds: None
 
     @property
     def engine(self) -> EngineThread:
@@ -146,6 +149,29 @@ class Qwen3Backend:
             self._open += 1
         return Qwen3Stream(self, language=language, context=" ".join(options.hotwords),
                            stream_id=f"{next(self._ids)}-{uuid.uuid4().hex[:8]}")
+
+    @property
+    def decodes_in_flight(self) -> int:
+        return self._in_flight
+
+    def submit(self, request: DecodeRequest, kind: str) -> concurrent.futures.Future[Decoded]:
+        """Hand a decode to the engine thread, counted and timed for the metrics."""
+        future = self._engine.submit(request)
+        started = time.monotonic()
+        with self._lock:
+            self._in_flight += 1
+        future.add_done_callback(lambda f: self._decode_ended(f, kind, started))
+        return future
+
+    def _decode_ended(self, future: concurrent.futures.Future, kind: str, started: float
+                      ) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        if future.cancelled():
+            outcome = "aborted"
+        else:
+            outcome = "failed" if future.exception() is not None else "ok"
+        self.on_decode(kind, outcome, time.monotonic() - started)
 
     def _stream_closed(self) -> None:
         with self._lock:
@@ -198,7 +224,6 @@ class Qwen3Stream:
                  stream_id: str) -> None:
         self._backend = backend
         self._opts = backend.options
-        self._engine = backend.engine
         self._tokenizer: Tokenizer = backend._tokenizer  # type: ignore[assignment]
         self._language = language
         self._context = context
@@ -250,7 +275,7 @@ class Qwen3Stream:
             return EMPTY
         # A segment over the cap (the session raised max_segment_ms) is decoded in pieces,
         # all at once: no audio is left out of a final.
-        futures = [self._engine_submit(DecodeRequest(
+        futures = [self._engine_submit("final", DecodeRequest(
             self._request_id("f"), _padded(piece), context=self._context,
             language=self._language, want_confidence=True,
             max_tokens=final_budget(piece.size, self._opts.max_tokens),
@@ -297,7 +322,7 @@ class Qwen3Stream:
             max_tokens=min(budget, self._opts.max_tokens),
         )
         try:
-            future = self._engine_submit(request)
+            future = self._engine_submit("partial", request)
         except BackendError:
             self.partial_failures += 1
             return  # the final reports an engine that is gone
@@ -340,9 +365,10 @@ class Qwen3Stream:
     def _request_id(self, kind: str) -> str:
         return f"sttd-{self._id}-{kind}{next(self._decodes)}"
 
-    def _engine_submit(self, request: DecodeRequest) -> concurrent.futures.Future[Decoded]:
+    def _engine_submit(self, kind: str, request: DecodeRequest
+                       ) -> concurrent.futures.Future[Decoded]:
         try:
-            return self._engine.submit(request)
+            return self._backend.submit(request, kind)
         except RuntimeError as exc:
             raise BackendError(str(exc), retryable=True) from None
 

@@ -88,6 +88,31 @@ class Metrics:
             buckets=INFERENCE_BUCKETS, registry=r,
         )
 
+        # GPU engines (Qwen3-ASR): the decode itself, apart from the inference-thread call.
+        self.engine_decode_time = Histogram(
+            "stt_engine_decode_seconds",
+            "GPU engine decodes, submitted → answered (waiting in the engine included).",
+            ["kind"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.engine_decodes = Counter(
+            "stt_engine_decodes_total", "GPU engine decodes by kind and outcome.",
+            ["kind", "outcome"], registry=r,
+        )
+        self.engine_in_flight = Gauge(
+            "stt_engine_decodes_in_flight", "Decodes submitted to the GPU engine, unanswered.",
+            registry=r,
+        )
+        for kind in ("partial", "final"):
+            self.engine_decode_time.labels(kind)
+            for outcome in ("ok", "aborted", "failed"):
+                self.engine_decodes.labels(kind, outcome)
+
+    def observe_decode(self, kind: str, outcome: str, seconds: float) -> None:
+        """Thread-safe; called from the engine thread as each decode ends."""
+        self.engine_decodes.labels(kind, outcome).inc()
+        if outcome == "ok":
+            self.engine_decode_time.labels(kind).observe(seconds)
+
     def preset(self, labels: dict[Counter, Iterable[str]]) -> None:
         """Create each known label value at 0, so dashboards and alerts see a series (and a
         rate of 0) before the first event, not an absent one."""

@@ -51,6 +51,11 @@ def test_remote_mode_streams_partials_and_finals(start_server, fake_vllm):
     continued = [r for r in fake_vllm.requests if r.get("continue_final_message")]
     assert continued and all(r["add_generation_prompt"] is False for r in continued)
     assert not any("<mismatch>" in f["text"] for f in finals)
+    m = server.metrics()
+    assert m['stt_engine_decodes_total{kind="final",outcome="ok"}'] == 1
+    assert m['stt_engine_decodes_total{kind="partial",outcome="ok"}'] >= 2
+    assert m['stt_engine_decode_seconds_count{kind="final"}'] == 1
+    assert m["stt_engine_decodes_in_flight"] == 0
 
 
 def test_remote_mode_many_sessions_forced_language_and_hotwords(start_server, fake_vllm):
@@ -78,6 +83,7 @@ def test_remote_engine_down_fails_readiness_and_sessions_cleanly(start_server, f
     fake_vllm.healthy = False
     status, body = server.get("/ready")
     assert status == 503 and "503" in json.loads(body)["engine"]
+    assert server.metrics()['stt_backend_ready{backend="qwen3"}'] == 0
     fake_vllm.healthy = True
     fake_vllm.served.stop()  # the GPU tier is gone altogether
     status, body = server.get("/ready")
@@ -122,3 +128,6 @@ def test_disconnect_aborts_the_sessions_decode(start_server):
     asyncio.run(stream(server.ws_url(), tone(2, 1.0), realtime=1.0, end=None, wait_s=5))
     server.wait_for(lambda: engine.calls and engine.calls[-1].cancelled)
     server.wait_for(lambda: backend.open_streams == 0)
+    m = server.metrics()
+    assert m['stt_engine_decodes_total{kind="partial",outcome="aborted"}'] >= 1
+    assert m["stt_engine_decodes_in_flight"] == 0

@@ -41,6 +41,8 @@ async def ready(request: Request) -> JSONResponse:
         problem = await _engine_problem(ctx.backend)
         body["engine"] = problem or "ok"
         ok = ok and problem is None
+        # A dead engine flips stt_backend_ready (and its alert) at the next probe.
+        ctx.metrics.backend_ready.labels(ctx.backend.name).set(problem is None)
     body["status"] = "ready" if ok else "unavailable"
     return JSONResponse(body, status_code=200 if ok else 503)
 
