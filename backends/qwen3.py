@@ -42,6 +42,7 @@ from backends.qwen3_engine import Decoded, DecodeRequest, Engine, EngineThread
 from backends.qwen3_text import (
     LANGUAGES,
     Tokenizer,
+    fix_repetitions,
     language_code,
     language_name,
     parse_output,
@@ -148,7 +149,8 @@ class Qwen3Backend:
         with self._lock:
             self._open += 1
         return Qwen3Stream(self, language=language, context=" ".join(options.hotwords),
-                           stream_id=f"{next(self._ids)}-{uuid.uuid4().hex[:8]}")
+                           stream_id=f"{next(self._ids)}-{uuid.uuid4().hex[:8]}",
+                           tokenizer=self._engine.engine.tokenizer())
 
     @property
     def decodes_in_flight(self) -> int:
@@ -168,7 +170,9 @@ class Qwen3Backend:
         with self._lock:
             self._in_flight -= 1
         if future.cancelled():
-            outcome = "aborted"
+            timed_out = id(future) in _TIMED_OUT
+            _TIMED_OUT.discard(id(future))
+            outcome = "timeout" if timed_out else "aborted"
         else:
             outcome = "failed" if future.exception() is not None else "ok"
         self.on_decode(kind, outcome, time.monotonic() - started)
@@ -218,13 +222,14 @@ class _Audio:
 
 class Qwen3Stream:
     """One session's segment state. ``accept``/``partial``/``finalize`` come from one
-    inference thread at a time; decode results land on the engine thread, hence the lock."""
+    inference thread at a time. The engine thread only wakes the session when a decode lands
+    (no lock, no parsing there: the engine loop serves every session)."""
 
     def __init__(self, backend: Qwen3Backend, *, language: str | None, context: str,
-                 stream_id: str) -> None:
+                 stream_id: str, tokenizer: Tokenizer) -> None:
         self._backend = backend
         self._opts = backend.options
-        self._tokenizer: Tokenizer = backend._tokenizer  # type: ignore[assignment]
+        self._tokenizer = tokenizer
         self._language = language
         self._context = context
         self._id = stream_id
@@ -232,14 +237,12 @@ class Qwen3Stream:
         self._audio = _Audio()
         self._limit = int(self._opts.max_segment_sec * RATE)
         self._tick = max(1, int(self._opts.tick_sec * RATE))
-        # Re-entrant: cancelling a future runs its done-callback (``_landed``) at once, in
-        # the cancelling thread, which holds the lock.
-        self._lock = threading.RLock()
-        self._inflight: concurrent.futures.Future[Decoded] | None = None
+        self._lock = threading.Lock()  # close() may come from another thread than partial()
+        self._inflight: _Partial | None = None
         self._sent_samples = 0  # segment audio the last partial decode was given
+        self._heard_samples = 0  # segment audio the last successful partial covered
         self._ticks = 0  # partial decodes landed in this segment
         self._answer = ""  # the last partial's whole answer, prefix included
-        self._ready: Hypothesis | None = None  # landed, not yet collected
         self._wake: Callable[[], None] = lambda: None
         self._closed = False
         self.partial_failures = 0
@@ -251,7 +254,8 @@ class Qwen3Stream:
 
     @property
     def result_ready(self) -> bool:
-        return self._ready is not None
+        pending = self._inflight
+        return pending is not None and pending.future.done()
 
     # -- ASRStream -------------------------------------------------------------------------
 
@@ -260,7 +264,7 @@ class Qwen3Stream:
 
     def partial(self) -> Hypothesis | None:
         with self._lock:
-            landed, self._ready = self._ready, None
+            landed = self._collect()
             if self._inflight is None and self._audio.size - self._sent_samples >= self._tick:
                 self._start_partial()
         return landed
@@ -268,21 +272,22 @@ class Qwen3Stream:
     def finalize(self) -> Hypothesis:
         with self._lock:
             self._abort_partial()
-            self._ready = None
             audio = self._audio.snapshot(self._audio.size) if self._audio.size else None
             self._reset_segment()
         if audio is None:
             return EMPTY
-        # A segment over the cap (the session raised max_segment_ms) is decoded in pieces,
-        # all at once: no audio is left out of a final.
-        futures = [self._engine_submit("final", DecodeRequest(
-            self._request_id("f"), _padded(piece), context=self._context,
-            language=self._language, want_confidence=True,
-            max_tokens=final_budget(piece.size, self._opts.max_tokens),
-        )) for piece in np.array_split(audio, math.ceil(audio.size / self._limit))]
-        before_waiting()  # sessions batched behind this one need not wait for our final
+        futures: list[concurrent.futures.Future[Decoded]] = []
         try:
-            decoded = [self._wait(f) for f in futures]
+            # A segment over the cap (a session raised max_segment_ms) is decoded in pieces
+            # cut at quiet moments, all at once: no audio is left out of a final.
+            for piece in split_quietly(audio, self._limit):
+                futures.append(self._engine_submit("final", DecodeRequest(
+                    self._request_id("f"), _padded(piece), context=self._context,
+                    language=self._language, want_confidence=True,
+                    max_tokens=final_budget(piece.size, self._opts.max_tokens))))
+            before_waiting()  # sessions batched behind this one need not wait for our final
+            deadline = time.monotonic() + self._opts.final_timeout_sec
+            decoded = [self._wait(f, deadline) for f in futures]
         finally:
             for f in futures:
                 f.cancel()
@@ -301,19 +306,39 @@ class Qwen3Stream:
                 return
             self._closed = True
             self._abort_partial()
-            self._ready = None
             self._audio = _Audio()
         self._backend._stream_closed()
 
-    # -- internals -------------------------------------------------------------------------
+    # -- internals (under the lock) --------------------------------------------------------
+
+    def _collect(self) -> Hypothesis | None:
+        """The landed partial decode, if any, as a hypothesis; a failed one is skipped."""
+        pending = self._inflight
+        if pending is None or not pending.future.done():
+            return None
+        self._inflight = None
+        error = pending.future.exception()
+        if error is not None:
+            self.partial_failures += 1
+            log.warning("qwen3.partial_failed", stream=self._id, error=repr(error))
+            return None
+        self._answer = pending.prefix + pending.future.result().text
+        self._ticks += 1
+        self._heard_samples = pending.samples
+        language, text = parse_output(self._answer, self._language)
+        return Hypothesis(text=text, covered_samples=pending.samples,
+                          language=language_code(language) if language else None)
 
     def _start_partial(self) -> None:
-        """Under the lock: one partial decode of the segment so far."""
         samples = self._audio.size
         prefix = ""
-        if self._ticks >= self._opts.unfixed_ticks and self._answer:
-            prefix = rollback_prefix(self._answer, self._tokenizer, self._opts.rollback_tokens)
-        new = samples - self._sent_samples
+        # Past the cap a partial hears only the newest window: a prefix for the whole
+        # segment would ask the model to continue text for audio it cannot hear.
+        if self._ticks >= self._opts.unfixed_ticks and self._answer and samples <= self._limit:
+            # From the loop-free text: a repetition loop must not become the next prompt.
+            prefix = rollback_prefix(fix_repetitions(self._answer), self._tokenizer,
+                                     self._opts.rollback_tokens)
+        new = samples - self._heard_samples
         budget = (self._opts.rollback_tokens + 8 + math.ceil(8 * new / RATE) if prefix
                   else final_budget(min(samples, self._limit), self._opts.max_tokens))
         request = DecodeRequest(
@@ -326,40 +351,19 @@ class Qwen3Stream:
         except BackendError:
             self.partial_failures += 1
             return  # the final reports an engine that is gone
-        self._inflight = future
+        self._inflight = _Partial(future, prefix, samples)
         self._sent_samples = samples
-        future.add_done_callback(lambda f: self._landed(f, prefix, samples))
-
-    def _landed(self, future: concurrent.futures.Future[Decoded], prefix: str,
-                samples: int) -> None:
-        """On the engine thread: keep the result if it is still the session's current one."""
-        with self._lock:
-            if future is not self._inflight:
-                return  # aborted for a final, or the stream closed
-            self._inflight = None
-            if future.cancelled():
-                return
-            error = future.exception()
-            if error is not None:
-                self.partial_failures += 1
-                log.warning("qwen3.partial_failed", stream=self._id, error=repr(error))
-                return
-            self._answer = prefix + future.result().text
-            self._ticks += 1
-            language, text = parse_output(self._answer, self._language)
-            self._ready = Hypothesis(text=text, covered_samples=samples,
-                                     language=language_code(language) if language else None)
-        self._wake()
+        wake = self._wake
+        future.add_done_callback(lambda f: None if f.cancelled() else wake())
 
     def _abort_partial(self) -> None:
-        future, self._inflight = self._inflight, None
-        if future is not None:
-            future.cancel()  # cancels the engine task; vLLM aborts the request
+        pending, self._inflight = self._inflight, None
+        if pending is not None:
+            pending.future.cancel()  # cancels the engine task; vLLM aborts the request
 
     def _reset_segment(self) -> None:
         self._audio.clear()
-        self._sent_samples = 0
-        self._ticks = 0
+        self._sent_samples = self._heard_samples = self._ticks = 0
         self._answer = ""
 
     def _request_id(self, kind: str) -> str:
@@ -372,18 +376,49 @@ class Qwen3Stream:
         except RuntimeError as exc:
             raise BackendError(str(exc), retryable=True) from None
 
-    def _wait(self, future: concurrent.futures.Future[Decoded]) -> Decoded:
+    def _wait(self, future: concurrent.futures.Future[Decoded], deadline: float) -> Decoded:
         try:
-            return future.result(timeout=self._opts.final_timeout_sec)
+            return future.result(timeout=max(0.0, deadline - time.monotonic()))
         except concurrent.futures.TimeoutError:
-            future.cancel()
+            _TIMED_OUT.add(id(future))
+            if not future.cancel():  # it finished just now: not a timeout after all
+                _TIMED_OUT.discard(id(future))
             raise BackendError(
                 f"the engine gave no final in {self._opts.final_timeout_sec:g} s",
                 retryable=True) from None
         except concurrent.futures.CancelledError:
             raise BackendError("the final decode was cancelled (engine stopping)",
                                retryable=True) from None
-        except BackendError:
-            raise
         except Exception as exc:
             raise BackendError(f"engine error: {type(exc).__name__}: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Partial:
+    future: concurrent.futures.Future[Decoded]
+    prefix: str  # forced before the decode's output: the whole answer is prefix + text
+    samples: int  # segment audio the decode was given
+
+
+# Futures being cancelled for a timeout, by id, for the metric's outcome label: added just
+# before cancel(), whose done-callback (run at once, in the same thread) removes them.
+_TIMED_OUT: set[int] = set()
+
+
+def split_quietly(audio: np.ndarray, limit: int) -> list[np.ndarray]:
+    """Pieces of at most ``limit`` samples, each cut at the quietest 100 ms in the last
+    quarter (at most 2 s) before the limit: not mid-word when a pause is near."""
+    pieces, start, frame = [], 0, RATE // 10
+    search = min(2 * RATE, limit // 4)
+    while audio.size - start > limit:
+        end = start + limit
+        lo = max(start + frame, end - search)
+        window = audio[lo:end].astype(np.float32)
+        usable = window.size // frame * frame
+        if usable:
+            energy = np.square(window[:usable]).reshape(-1, frame).sum(axis=1)
+            end = lo + int(np.argmin(energy)) * frame + frame // 2
+        pieces.append(audio[start:end])
+        start = end
+    pieces.append(audio[start:])
+    return pieces

@@ -25,6 +25,7 @@ import structlog
 from backends.qwen3_text import Tokenizer
 
 log = structlog.get_logger("sttd.qwen3")
+_STOP_GRACE = 10.0  # seconds cancelled decodes get to abort before the engine stops
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,7 @@ class EngineThread:
         self._name = name
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = False
 
     @property
     def running(self) -> bool:
@@ -85,13 +87,15 @@ class EngineThread:
             return
         loop = asyncio.new_event_loop()
         self._loop = loop
+        self._stopping = False
         self._thread = threading.Thread(target=self._serve, args=(loop,), name=self._name,
                                         daemon=True)
         self._thread.start()
         try:
             self.call(self.engine.start, timeout)
+            self.engine.tokenizer()  # fails here, not at the first session
         except BaseException:
-            self._halt()
+            self.stop()  # what start() made (a client session, an EngineCore) is released
             raise
 
     def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -117,7 +121,7 @@ class EngineThread:
 
     def _run(self, coro) -> concurrent.futures.Future:
         loop = self._loop
-        if loop is None or loop.is_closed():
+        if loop is None or loop.is_closed() or self._stopping:
             coro.close()
             raise RuntimeError("the engine is not running")
         return asyncio.run_coroutine_threadsafe(coro, loop)
@@ -131,6 +135,7 @@ class EngineThread:
             self.call(self._stop_engine, timeout)
         except Exception:
             log.exception("qwen3.engine_stop_failed")
+        self._stopping = True  # submissions from now on fail at once instead of hanging
         self._halt(timeout)
 
     async def _stop_engine(self) -> None:
@@ -138,8 +143,11 @@ class EngineThread:
         tasks = [t for t in asyncio.all_tasks() if t is not me]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self.engine.stop()
+        try:
+            if tasks:  # bounded: an abort that hangs must not keep the GPU memory held
+                await asyncio.wait(tasks, timeout=_STOP_GRACE)
+        finally:
+            await self.engine.stop()
 
     def _halt(self, timeout: float = 30.0) -> None:
         loop, thread = self._loop, self._thread

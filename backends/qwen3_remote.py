@@ -19,7 +19,7 @@ import wave
 import numpy as np
 
 from backends.qwen3_engine import Decoded, DecodeRequest
-from backends.qwen3_text import ASR_TEXT, Tokenizer, UnitTokenizer
+from backends.qwen3_text import ASR_TEXT, Tokenizer, UnitTokenizer, sanitize_context
 
 _RATE = 16000
 _JSON = {"Content-Type": "application/json"}
@@ -57,7 +57,8 @@ def chat_request(request: DecodeRequest, model: str) -> bytes:
     """The chat-completions body as JSON bytes. The audio's base64 is spliced in after
     encoding: it needs no escaping, and scanning megabytes of it in ``json.dumps`` was a
     seventh of the server's CPU at 256 streams (profiled)."""
-    context, prefix = request.context.replace("\0", ""), request.prefix.replace("\0", "")
+    context = sanitize_context(request.context).replace("\0", "")
+    prefix = request.prefix.replace("\0", "")
     messages: list[dict] = [
         {"role": "system", "content": context},
         {"role": "user", "content": [
@@ -104,8 +105,8 @@ class RemoteEngine:
             headers=headers, timeout=aiohttp.ClientTimeout(total=self._timeout),
             connector=aiohttp.TCPConnector(limit=self._connections),
         )
-        self._tokenizer = (_JsonTokenizer(self._tokenizer_path) if self._tokenizer_path
-                           else UnitTokenizer())
+        if self._tokenizer_path:
+            self._tokenizer = _JsonTokenizer(self._tokenizer_path)
         await self.check_health()
         if self.model is None:
             async with self._client.get(f"{self.url}/v1/models") as response:
@@ -113,8 +114,9 @@ class RemoteEngine:
                 self.model = (await response.json())["data"][0]["id"]
 
     def tokenizer(self) -> Tokenizer:
-        assert self._tokenizer is not None, "start() first"
-        return self._tokenizer
+        """The model's tokenizer (shared, thread-safe), or word units per stream, whose
+        vocabulary then lives and dies with its session."""
+        return self._tokenizer or UnitTokenizer()
 
     async def decode(self, request: DecodeRequest) -> Decoded:
         async with self._client.post(f"{self.url}/v1/chat/completions",

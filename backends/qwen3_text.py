@@ -19,8 +19,6 @@ import re
 from typing import Protocol
 
 ASR_TEXT = "<asr_text>"
-_SPECIAL = ("<|im_start|>", "<|im_end|>", "<|audio_start|>", "<|audio_end|>",
-            "<|audio_pad|>", "<|endoftext|>", ASR_TEXT)
 
 # The 30 languages Qwen3-ASR takes by (English) name, keyed by ISO 639 code.
 LANGUAGES: dict[str, str] = {
@@ -64,11 +62,17 @@ def language_code(name: str) -> str:
     return _CODES.get(name.strip().lower(), name.strip())
 
 
+_MARKUP = re.compile(r"<\|[^<>|]*\|>|<asr_text>")
+
+
 def sanitize_context(text: str) -> str:
-    """Context goes into the system turn: it must not close that turn or open another."""
-    for marker in _SPECIAL:
-        text = text.replace(marker, "")
-    return text.strip()
+    """Context goes into the system turn: it must not close that turn, open another or add
+    an audio placeholder. Stripped to a fixpoint, so nested markers cannot reassemble."""
+    while True:
+        cleaned = _MARKUP.sub("", text)
+        if cleaned == text:
+            return cleaned.strip()
+        text = cleaned
 
 
 def build_prompt(context: str = "", language: str | None = None, prefix: str = "") -> str:
@@ -83,24 +87,53 @@ def build_prompt(context: str = "", language: str | None = None, prefix: str = "
 
 
 def fix_repetitions(text: str, threshold: int = _REPEAT_THRESHOLD) -> str:
-    """Collapse a character or a pattern of up to ``threshold`` characters repeated more
-    than ``threshold`` times in a row (a decoding loop) to a single occurrence."""
+    """qwen-asr's ``detect_and_fix_repetitions`` (a decoding loop → one occurrence): a
+    character repeated more than ``threshold`` times becomes one; then, scanning left to
+    right, the first pattern of 1–20 characters repeated at least ``threshold`` times in a
+    row becomes one, and the scan goes on after it. Tested against transformers' port."""
     text = re.sub(rf"(.)\1{{{threshold},}}", r"\1", text, flags=re.S)
-    return re.sub(rf"(.{{2,{threshold}}}?)\1{{{threshold},}}", r"\1", text, flags=re.S)
+    return _collapse_patterns(text, threshold)
+
+
+def _collapse_patterns(s: str, thresh: int, max_len: int = 20) -> str:
+    out: list[str] = []
+    n, start = len(s), 0
+    while n - start >= thresh * 2:
+        found = False
+        i = start
+        while i <= n - thresh * 2:
+            for k in range(1, max_len + 1):
+                if i + k * thresh > n:
+                    break
+                pattern = s[i : i + k]
+                if all(s[i + r * k : i + r * k + k] == pattern for r in range(1, thresh)):
+                    end = i + thresh * k
+                    while end + k <= n and s[end : end + k] == pattern:
+                        end += k
+                    out += [s[start:i], pattern]
+                    start, found = end, True
+                    break
+            if found:
+                break
+            i += 1
+        if not found:
+            break
+    out.append(s[start:])
+    return "".join(out)
 
 
 def parse_output(raw: str, forced_language: str | None = None) -> tuple[str, str]:
-    """The model's answer → (language name or "", transcript)."""
-    text = fix_repetitions(raw)
+    """The model's answer → (language name or "", transcript), as qwen-asr parses it."""
+    text = fix_repetitions(raw.strip())
     if forced_language:
         return forced_language, text.replace(ASR_TEXT, "").strip()
     if ASR_TEXT not in text:
         return "", text.strip()
     head, _, body = text.partition(ASR_TEXT)
-    head = head.strip()
-    if head.lower() in ("language none", "language"):
+    line = next((ln.strip() for ln in head.splitlines() if ln.strip()), "")
+    if line.lower() in ("language none", "language", ""):  # a bare "language": none either
         return "", body.strip()
-    language = head[len("language"):].strip() if head.lower().startswith("language") else ""
+    language = line[len("language "):].strip() if line.lower().startswith("language ") else line
     return language, body.strip()
 
 

@@ -11,6 +11,7 @@ is set (0 = just the sampled token's). A 1-D float32 array is taken as 16 kHz au
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +74,9 @@ class VllmEngine:
         self._sampling = None
 
     async def start(self) -> None:
+        # The EngineCore process is started from a process that already runs threads:
+        # spawn, not fork (sttd's modules are import-safe).
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         try:
             from vllm import AsyncEngineArgs, SamplingParams
             from vllm.sampling_params import RequestOutputKind

@@ -84,6 +84,7 @@ class SessionJob:
         self._lock = threading.Lock()
         self._state = _State.IDLE
         self._rescued: list[ControlItem] = []  # controls popped by drop-oldest, kept in order
+        self._poked = False  # a backend result landed while the job was scheduled
         self._finished = False  # no more audio will be recognised
         self.cancelled = False  # set by the event loop when the client is gone
         self.closed = False
@@ -142,8 +143,14 @@ class SessionJob:
 
     def poke(self) -> None:
         """The backend finished work on its own (a GPU partial): run the job to collect it."""
-        if not self.closed:
-            self._make_ready()
+        if self.closed:
+            return
+        with self._lock:
+            if self._state is _State.SCHEDULED:
+                self._poked = True  # queued or running: its settling runs it once more
+                return
+            self._state = _State.SCHEDULED
+        self._schedule(self)
 
     def _make_ready(self) -> None:
         with self._lock:
@@ -158,6 +165,7 @@ class SessionJob:
         """Recognise everything queued (VAD, endpointing, finals). Partials are not computed
         here: a due partial parks the job, so finals of other sessions go first."""
         with self._lock:
+            self._poked = False  # this run collects whatever has landed
             items: list[Item] = list(self._rescued)
             self._rescued.clear()
             q = self._in.sync_q
@@ -173,6 +181,7 @@ class SessionJob:
             if self._state is not _State.PARKED:
                 return Next.IDLE  # promoted by new input: the work queue has it already
             self._state = _State.SCHEDULED
+            self._poked = False
         if self._partial_due():
             events: list[Event] = []
             self._guarded(events, self._rec.maybe_partial)
@@ -185,7 +194,8 @@ class SessionJob:
 
     def _settle(self, partial_due: bool) -> Next:
         with self._lock:
-            if self._rescued or self._in.sync_q.qsize():
+            if self._rescued or self._in.sync_q.qsize() or self._poked:
+                self._poked = False
                 return Next.AGAIN
             if partial_due:
                 self._state = _State.PARKED

@@ -169,11 +169,13 @@ class InferencePool:
         this thread's batch goes back to the front of the queue for other threads now, so
         sessions queued behind this one are not delayed by its wait."""
         batch, index = _current.batch, _current.index
-        rest = batch[index + 1 :]
-        if not rest:
-            return
-        del batch[index + 1 :]
-        with self._cv:
+        with self._cv:  # the watchdog hands batches on under this lock too
+            if threading.current_thread() in self._abandoned:
+                return  # the watchdog has handed the rest on already
+            rest = batch[index + 1 :]
+            if not rest:
+                return
+            del batch[index + 1 :]
             self._work.appendleft(rest)  # they were queued before anything behind them
             self._cv.notify()
 

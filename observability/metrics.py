@@ -104,7 +104,7 @@ class Metrics:
         )
         for kind in ("partial", "final"):
             self.engine_decode_time.labels(kind)
-            for outcome in ("ok", "aborted", "failed"):
+            for outcome in ("ok", "aborted", "failed", "timeout"):
                 self.engine_decodes.labels(kind, outcome)
 
     def observe_decode(self, kind: str, outcome: str, seconds: float) -> None:

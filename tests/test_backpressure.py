@@ -102,3 +102,31 @@ async def test_due_partial_parks_the_job_and_new_audio_promotes_it():
     events = [job._out.sync_q.get_nowait() for _ in range(job.output_depth)]
     assert [type(e).__name__ for e in events] == ["SpeechStarted", "Partial"]
     assert events[1].end_ms == 400, "the partial covers the latest audio"
+
+
+async def test_a_backend_result_landing_mid_run_is_not_lost():
+    """poke() while the job is queued or running must not be dropped: its settling sends
+    the job round once more, so a partial that landed (on the GPU engine's thread) is
+    collected now, not at the next audio, which may never come."""
+
+    class LandingStream(ScriptedStream):
+        landing = None  # called from inside the run, as a decode landing would
+
+        def accept(self, pcm):
+            super().accept(pcm)
+            if self.landing:
+                self.landing()
+
+    stream = LandingStream()
+    job, scheduled, _ = make_job(stream=stream)
+    job.poke()
+    job.poke()  # lands while queued: one entry only, and the coming run collects it
+    assert scheduled == [job]
+    assert job.run() is Next.IDLE
+
+    stream.landing = job.poke
+    job.offer(AudioChunk(speech(300).tobytes(), 0.0))
+    assert job.run() is Next.AGAIN  # landed mid-run: not lost
+    stream.landing = None
+    assert job.run() is Next.PARTIAL  # the next run parks it for its partial
+    assert len(scheduled) == 2  # the offer scheduled it; the mid-run poke did not
