@@ -11,7 +11,7 @@ PORT ?= 8000
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[whisper,kaldi,qwen3-remote,test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[whisper,kaldi,qwen3-remote,qwen3-reference,test,bench]'
 	touch $(STAMP)
 
 serve: $(STAMP)
