@@ -67,6 +67,7 @@ class Qwen3Options:
     final_timeout_sec: float = 30.0
     final_concurrency: int = 64  # finals in flight at once (one inference thread each)
     warmup: bool = True
+    max_context_tokens: int | None = None  # room left for hotwords in the engine's context
 
 
 def audio_tokens(samples: int) -> int:
@@ -78,14 +79,21 @@ def audio_tokens(samples: int) -> int:
     return tail + frames // 100 * 13
 
 
+def decode_tokens(options: Qwen3Options) -> int:
+    """Context one decode of the longest segment needs, hotwords aside: audio, template, a
+    forced prefix (at most one earlier answer) and the output."""
+    return (audio_tokens(int(options.max_segment_sec * RATE)) + PROMPT_TOKENS
+            + 2 * options.max_tokens)
+
+
 def check_model_len(max_model_len: int, options: Qwen3Options) -> None:
     """A decode of the longest segment must fit the engine's context, or vLLM rejects it."""
-    need = (audio_tokens(int(options.max_segment_sec * RATE)) + PROMPT_TOKENS
-            + options.max_tokens)
+    need = decode_tokens(options)
     if need > max_model_len:
         raise ValueError(
             f"STT_QWEN3_MAX_MODEL_LEN={max_model_len} is too small for "
             f"{options.max_segment_sec:g} s segments and {options.max_tokens} output tokens "
+            f"(plus as many for a forced prefix) "
             f"(needs {need}); raise it or lower STT_QWEN3_MAX_SEGMENT_SEC / _MAX_TOKENS")
 
 
@@ -146,11 +154,17 @@ class Qwen3Backend:
             language = language_name(options.language)
         except ValueError as exc:
             raise BackendError(str(exc)) from None
+        context = " ".join(options.hotwords)
+        tokenizer = self._engine.engine.tokenizer()
+        room = self.options.max_context_tokens
+        if context and room is not None and len(tokenizer.encode(context)) > room:
+            raise BackendError(f"hotwords take {len(tokenizer.encode(context))} tokens; the "
+                               f"model's context leaves room for {room}")
         with self._lock:
             self._open += 1
-        return Qwen3Stream(self, language=language, context=" ".join(options.hotwords),
+        return Qwen3Stream(self, language=language, context=context,
                            stream_id=f"{next(self._ids)}-{uuid.uuid4().hex[:8]}",
-                           tokenizer=self._engine.engine.tokenizer())
+                           tokenizer=tokenizer)
 
     @property
     def decodes_in_flight(self) -> int:

@@ -74,7 +74,9 @@ def _whisper(settings: Settings) -> ASRBackend:
 
 
 def _qwen3(settings: Settings) -> ASRBackend:
-    from backends.qwen3 import Qwen3Backend, Qwen3Options, check_model_len
+    from dataclasses import replace
+
+    from backends.qwen3 import Qwen3Backend, Qwen3Options, check_model_len, decode_tokens
 
     options = Qwen3Options(
         tick_sec=settings.qwen3_tick_sec,
@@ -86,6 +88,13 @@ def _qwen3(settings: Settings) -> ASRBackend:
         final_concurrency=settings.qwen3_final_concurrency,
         warmup=settings.qwen3_warmup,
     )
+    check_model_len(settings.qwen3_max_model_len, options)
+    options = replace(options, max_context_tokens=settings.qwen3_max_model_len
+                      - decode_tokens(options))
+    if settings.job_timeout_sec and settings.qwen3_final_timeout_sec >= settings.job_timeout_sec:
+        raise ValueError(  # else the watchdog writes off threads that would have timed out
+            f"STT_QWEN3_FINAL_TIMEOUT_SEC ({settings.qwen3_final_timeout_sec:g}) must be below "
+            f"STT_JOB_TIMEOUT_SEC ({settings.job_timeout_sec:g})")
     if settings.qwen3_remote_url:
         from backends.qwen3_remote import RemoteEngine
 
@@ -99,7 +108,6 @@ def _qwen3(settings: Settings) -> ASRBackend:
     if not settings.qwen3_model:
         raise ValueError("the qwen3 backend needs STT_QWEN3_MODEL (a model directory) or "
                          "STT_QWEN3_REMOTE_URL (a vllm serve of Qwen3-ASR)")
-    check_model_len(settings.qwen3_max_model_len, options)
     from backends.qwen3_vllm import VllmEngine, VllmSettings
 
     engine = VllmEngine(VllmSettings(

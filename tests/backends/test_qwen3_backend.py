@@ -195,6 +195,13 @@ def test_forced_language_hotwords_and_unsupported_language(closing):
         backend.open_stream(StreamOptions(language="xx"))
 
 
+def test_hotwords_that_do_not_fit_the_context_are_refused(closing):
+    backend, _ = closing(max_context_tokens=5)
+    backend.open_stream(StreamOptions(hotwords=("Kubernetes", "sttd"))).close()
+    with pytest.raises(BackendError, match="hotwords take 6 tokens"):
+        backend.open_stream(StreamOptions(hotwords=tuple("abcdef")))
+
+
 def test_silence_gives_an_empty_final_and_no_language(closing):
     backend, _ = closing()
     stream = backend.open_stream(StreamOptions())
@@ -300,3 +307,19 @@ def test_token_arithmetic_and_context_check():
     check_model_len(4096, Qwen3Options())
     with pytest.raises(ValueError, match="too small"):
         check_model_len(512, Qwen3Options(max_segment_sec=30))
+
+
+def test_settings_are_checked_when_the_backend_is_built():
+    from backends.registry import create_backend
+    from config import Settings
+
+    remote = {"backend": "qwen3", "qwen3_remote_url": "http://127.0.0.1:9"}
+    backend = create_backend(Settings(**remote))  # nothing connects before load()
+    assert backend.capabilities.inference_threads == 64
+    assert backend.options.max_context_tokens == 4096 - (390 + 40 + 2 * 256)
+    with pytest.raises(ValueError, match="STT_QWEN3_MODEL"):
+        create_backend(Settings(backend="qwen3"))
+    with pytest.raises(ValueError, match="below STT_JOB_TIMEOUT_SEC"):
+        create_backend(Settings(**remote, qwen3_final_timeout_sec=90))
+    with pytest.raises(ValueError, match="too small"):
+        create_backend(Settings(**remote, qwen3_max_model_len=512))

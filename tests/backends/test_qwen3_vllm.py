@@ -83,6 +83,11 @@ class AsyncLLM:
         self.prompts.append((prompt, sampling_params, request_id))
         audio = prompt["multi_modal_data"]["audio"]
         assert audio.dtype == np.float32 and audio.ndim == 1  # 2-D would be several items
+        if "dead" in prompt["prompt"]:
+            raise RuntimeError("EngineDeadError: EngineCore encountered an issue")
+        if "aborted" in prompt["prompt"]:  # aborted from outside (vLLM: finish_reason abort)
+            yield RequestOutput(request_id, [CompletionOutput("", [], None, "abort")], True)
+            return
         try:
             await asyncio.sleep(0.05 if "hang" not in prompt["prompt"] else 3600)
         except asyncio.CancelledError:
@@ -184,3 +189,18 @@ def test_missing_vllm_is_a_clear_error(monkeypatch):
     with pytest.raises(RuntimeError, match=r"pip install 'sttd\[qwen3\]'"):
         backend.load()
     assert not backend.engine.running
+
+
+@pytest.mark.parametrize("hotword,error", [
+    ("aborted", "vLLM aborted"), ("dead", "EngineDeadError")])
+def test_an_aborted_or_dead_engine_fails_the_final_clearly(fake_vllm, hotword, error):
+    backend = Qwen3Backend(VllmEngine(VllmSettings(model="m")), "m", Qwen3Options(warmup=False))
+    backend.load()
+    try:
+        stream = backend.open_stream(StreamOptions(hotwords=(hotword,)))
+        stream.accept(tone(1, 1.0))
+        with pytest.raises(BackendError, match=error):
+            stream.finalize()
+        assert backend.decodes_in_flight == 0
+    finally:
+        backend.close()
