@@ -45,6 +45,7 @@ from backends.qwen3_text import (
     fix_repetitions,
     language_code,
     language_name,
+    parse_clean,
     parse_output,
     rollback_prefix,
 )
@@ -256,7 +257,7 @@ class Qwen3Stream:
         self._sent_samples = 0  # segment audio the last partial decode was given
         self._heard_samples = 0  # segment audio the last successful partial covered
         self._ticks = 0  # partial decodes landed in this segment
-        self._answer = ""  # the last partial's whole answer, prefix included
+        self._answer = ""  # the last partial's whole answer, prefix included, loop-free
         self._wake: Callable[[], None] = lambda: None
         self._closed = False
         self.partial_failures = 0
@@ -336,10 +337,12 @@ class Qwen3Stream:
             self.partial_failures += 1
             log.warning("qwen3.partial_failed", stream=self._id, error=repr(error))
             return None
-        self._answer = pending.prefix + pending.future.result().text
+        # Loop-free once, for both the partial and the next prefix: a repetition loop must
+        # not become the next prompt.
+        self._answer = fix_repetitions(pending.prefix + pending.future.result().text)
         self._ticks += 1
         self._heard_samples = pending.samples
-        language, text = parse_output(self._answer, self._language)
+        language, text = parse_clean(self._answer, self._language)
         return Hypothesis(text=text, covered_samples=pending.samples,
                           language=language_code(language) if language else None)
 
@@ -349,9 +352,7 @@ class Qwen3Stream:
         # Past the cap a partial hears only the newest window: a prefix for the whole
         # segment would ask the model to continue text for audio it cannot hear.
         if self._ticks >= self._opts.unfixed_ticks and self._answer and samples <= self._limit:
-            # From the loop-free text: a repetition loop must not become the next prompt.
-            prefix = rollback_prefix(fix_repetitions(self._answer), self._tokenizer,
-                                     self._opts.rollback_tokens)
+            prefix = rollback_prefix(self._answer, self._tokenizer, self._opts.rollback_tokens)
         new = samples - self._heard_samples
         budget = (self._opts.rollback_tokens + 8 + math.ceil(8 * new / RATE) if prefix
                   else final_budget(min(samples, self._limit), self._opts.max_tokens))
