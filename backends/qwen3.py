@@ -211,8 +211,9 @@ def _padded(audio: np.ndarray) -> np.ndarray:
 
 
 class _Audio:
-    """The open segment as received (int16: half the bytes of float32 to copy per tick),
-    grown by doubling so appends stay amortised O(1)."""
+    """The open segment as received (int16), grown by doubling so appends stay amortised
+    O(1). Samples once written are never overwritten (a new segment gets a new buffer), so
+    a decode can be handed a view instead of a copy of up to 30 s per tick."""
 
     def __init__(self) -> None:
         self._buf = np.zeros(RATE * 4, dtype=np.int16)
@@ -223,16 +224,15 @@ class _Audio:
         if end > self._buf.size:
             grown = np.zeros(max(end, self._buf.size * 2), dtype=np.int16)
             grown[: self.size] = self._buf[: self.size]
-            self._buf = grown
+            self._buf = grown  # views of the old buffer stay valid: it is not reused
         self._buf[self.size : end] = pcm
         self.size = end
 
     def snapshot(self, limit: int) -> np.ndarray:
-        """A copy of the newest ``limit`` samples, padded to the encoder's minimum."""
-        return _padded(self._buf[max(0, self.size - limit) : self.size].copy())
-
-    def clear(self) -> None:
-        self.size = 0
+        """The newest ``limit`` samples (a read-only view), padded to the encoder's minimum."""
+        view = self._buf[max(0, self.size - limit) : self.size]
+        view.flags.writeable = False
+        return _padded(view)
 
 
 class Qwen3Stream:
@@ -377,7 +377,7 @@ class Qwen3Stream:
             pending.future.cancel()  # cancels the engine task; vLLM aborts the request
 
     def _reset_segment(self) -> None:
-        self._audio.clear()
+        self._audio = _Audio()  # not cleared: decodes may still hold views of the old one
         self._sent_samples = self._heard_samples = self._ticks = 0
         self._answer = ""
 

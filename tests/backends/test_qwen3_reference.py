@@ -106,3 +106,37 @@ def test_parsing_agrees_with_the_official_parser_on_generated_answers():
         expected = ("" if deviates else reference["language"] or "",
                     reference["transcription"])
         assert parse_output(answer) == expected, answer
+
+
+def test_the_gpu_fixture_loads_as_a_qwen3_asr_checkpoint(tmp_path):
+    """bench/qwen3_fixture.py (for vLLM's dummy weights on a GPU) read back by transformers:
+    config, tokenizer with the special tokens at their real ids, feature extractor, and a
+    random model of that config continuing our prompt."""
+    from transformers import (
+        AutoConfig,
+        AutoTokenizer,
+        Qwen3ASRForConditionalGeneration,
+        Qwen3ASRProcessor,
+        WhisperFeatureExtractor,
+    )
+
+    from bench.qwen3_fixture import ASR_TEXT_ID, SPECIAL_IDS, VOCAB, write
+
+    model_dir = write(tmp_path / "qwen3-tiny", "tiny")
+    config = AutoConfig.from_pretrained(model_dir)
+    assert config.model_type == "qwen3_asr" and config.text_config.vocab_size == VOCAB
+    assert config.audio_config.n_window == 50 and config.audio_config.n_window_infer == 800
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    assert len(tok) == VOCAB
+    assert all(tok.convert_tokens_to_ids(t) == i for t, i in SPECIAL_IDS.items())
+    assert tok.convert_tokens_to_ids("<asr_text>") == ASR_TEXT_ID
+    assert tok.decode([ASR_TEXT_ID], skip_special_tokens=True) == "<asr_text>"
+    processor = Qwen3ASRProcessor(
+        feature_extractor=WhisperFeatureExtractor.from_pretrained(model_dir), tokenizer=tok)
+    inputs = processor(text=[build_prompt("", "English", "")], audio=[noise(2.0)],
+                       return_tensors="pt")
+    assert inputs["input_ids"][0].tolist().count(SPECIAL_IDS["<|audio_pad|>"]) == 26
+    torch.manual_seed(0)
+    model = Qwen3ASRForConditionalGeneration(config).eval()
+    out = model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert out.shape[1] == inputs["input_ids"].shape[1] + 3
