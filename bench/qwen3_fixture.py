@@ -7,11 +7,12 @@ for capacity runs. Random weights never stop at EOS, so every decode runs to its
     python -m bench.qwen3_fixture /tmp/qwen3-0.6b --size 0.6b
     STT_QWEN3_MODEL=/tmp/qwen3-0.6b STT_QWEN3_LOAD_FORMAT=dummy sttd serve --backend qwen3
 
-Written in the legacy ``thinker_config`` layout of the official checkpoints, which vLLM 0.25
-reads with its own config class and transformers ≥ 5.13 accepts too. The tokenizer is a
-word-level stand-in with Qwen's special tokens at their real ids (a ``<asr_text>`` id of
-151704 is our assumption); checked on CPU against transformers by
-``tests/backends/test_qwen3_reference.py``.
+Written in the ``thinker_config`` layout of the official checkpoints, which vLLM 0.25 reads
+with its own config class (checked once against that class's source in the 0.25.0 wheel:
+ids, windows and sizes come through). The tokenizer is a word-level stand-in with Qwen's
+special tokens at their real ids (a ``<asr_text>`` id of 151704 is our assumption). The
+tokenizer, feature extractor and sub-configs are read back by transformers on CPU in
+``tests/backends/test_qwen3_reference.py``; vLLM itself has not loaded a fixture yet.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ parsing on thousands of generated answers."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 
@@ -115,6 +116,7 @@ def test_the_gpu_fixture_loads_as_a_qwen3_asr_checkpoint(tmp_path):
     from transformers import (
         AutoConfig,
         AutoTokenizer,
+        Qwen3ASRConfig,
         Qwen3ASRForConditionalGeneration,
         Qwen3ASRProcessor,
         WhisperFeatureExtractor,
@@ -123,9 +125,16 @@ def test_the_gpu_fixture_loads_as_a_qwen3_asr_checkpoint(tmp_path):
     from bench.qwen3_fixture import ASR_TEXT_ID, SPECIAL_IDS, VOCAB, write
 
     model_dir = write(tmp_path / "qwen3-tiny", "tiny")
-    config = AutoConfig.from_pretrained(model_dir)
-    assert config.model_type == "qwen3_asr" and config.text_config.vocab_size == VOCAB
+    # The official checkpoints' layout, which vLLM 0.25's own config class reads; transformers
+    # reads its `-hf` layout instead, so the sub-configs are handed over here.
+    thinker = json.loads((model_dir / "config.json").read_text())["thinker_config"]
+    config = Qwen3ASRConfig(audio_config={"model_type": "qwen3_asr_encoder",
+                                          **thinker["audio_config"]},
+                            text_config={"model_type": "qwen3", **thinker["text_config"]},
+                            audio_token_id=thinker["audio_token_id"])
+    assert config.text_config.vocab_size == VOCAB
     assert config.audio_config.n_window == 50 and config.audio_config.n_window_infer == 800
+    assert AutoConfig.from_pretrained(model_dir).model_type == "qwen3_asr"
     tok = AutoTokenizer.from_pretrained(model_dir)
     assert len(tok) == VOCAB
     assert all(tok.convert_tokens_to_ids(t) == i for t, i in SPECIAL_IDS.items())
