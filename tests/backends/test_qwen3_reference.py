@@ -140,6 +140,8 @@ def test_the_gpu_fixture_loads_as_a_qwen3_asr_checkpoint(tmp_path):
     assert all(tok.convert_tokens_to_ids(t) == i for t, i in SPECIAL_IDS.items())
     assert tok.convert_tokens_to_ids("<asr_text>") == ASR_TEXT_ID
     assert tok.decode([ASR_TEXT_ID], skip_special_tokens=True) == "<asr_text>"
+    words = tok.encode("system user assistant", add_special_tokens=False)
+    assert len(words) == 3 and tok.decode(words) == "system user assistant"  # words survive
     processor = Qwen3ASRProcessor(
         feature_extractor=WhisperFeatureExtractor.from_pretrained(model_dir), tokenizer=tok)
     inputs = processor(text=[build_prompt("", "English", "")], audio=[noise(2.0)],
