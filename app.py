@@ -44,8 +44,6 @@ def create_app(settings: Settings | None = None, backend: ASRBackend | None = No
         gate=Gate(settings),
     )
     metrics.max_sessions.set(settings.max_sessions)
-    metrics.build.info({"version": app_version(), "backend": ctx.backend.name,
-                        "model": ctx.backend.model})
     metrics.preset({
         metrics.sessions: ("completed", "disconnected", "error"),
         metrics.rejections: ("bad_request", "capacity", "not_ready", "unauthorized",
@@ -74,7 +72,7 @@ def create_app(settings: Settings | None = None, backend: ASRBackend | None = No
             ctx.batcher = LoopBatcher(ctx.pool)
             ctx.ready = True
             metrics.build.info({"version": app_version(), "backend": ctx.backend.name,
-                                "model": ctx.backend.model})  # known exactly once loaded
+                                "model": ctx.backend.model})  # known once loaded (remote)
             metrics.backend_ready.labels(ctx.backend.name).set(1)
             log.info("server.ready", backend=ctx.backend.name, model=ctx.backend.model,
                      max_sessions=settings.max_sessions)

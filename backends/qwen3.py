@@ -115,7 +115,7 @@ class Qwen3Backend:
             inference_threads=self.options.final_concurrency,
         )
         self._engine = EngineThread(engine)
-        self._tokenizer: Tokenizer | None = None
+        self._loaded = False
         self._open = 0
         self._lock = threading.Lock()
         self._ids = itertools.count()
@@ -128,17 +128,17 @@ class Qwen3Backend:
 
     def load(self) -> None:
         self._engine.start()
-        self._tokenizer = self._engine.engine.tokenizer()
         served = getattr(self._engine.engine, "model", None)  # remote: learnt at start
         if isinstance(served, str) and served:
             self.model = served
         if self.options.warmup:
             self._warm_up()
+        self._loaded = True
 
     def _warm_up(self) -> None:
         """One decode of real length before the server says it is ready: the first request
         otherwise pays for kernel selection and graph capture (seconds, not milliseconds)."""
-        noise = np.random.default_rng(0).normal(0, 0.01, RATE * 5).astype(np.float32)
+        noise = np.random.default_rng(0).normal(0, 300, RATE * 5).astype(np.int16)
         request = DecodeRequest("warmup", noise, max_tokens=8)
         self._engine.submit(request).result(timeout=600)
         log.info("qwen3.warmed_up", engine=self._engine.engine.name)
@@ -147,7 +147,7 @@ class Qwen3Backend:
         await self._engine.check_health()
 
     def open_stream(self, options: StreamOptions) -> Qwen3Stream:
-        if not self._engine.running or self._tokenizer is None:
+        if not (self._loaded and self._engine.running):
             raise BackendError("the Qwen3-ASR engine is not running", retryable=True)
         if options.sample_rate != RATE:
             raise BackendError(f"Qwen3-ASR takes {RATE} Hz audio, not {options.sample_rate}")
@@ -158,9 +158,10 @@ class Qwen3Backend:
         context = " ".join(options.hotwords)
         tokenizer = self._engine.engine.tokenizer()
         room = self.options.max_context_tokens
-        if context and room is not None and len(tokenizer.encode(context)) > room:
-            raise BackendError(f"hotwords take {len(tokenizer.encode(context))} tokens; the "
-                               f"model's context leaves room for {room}")
+        used = len(tokenizer.encode(context)) if context and room is not None else 0
+        if room is not None and used > room:
+            raise BackendError(f"hotwords take {used} tokens; the model's context leaves "
+                               f"room for {room}")
         with self._lock:
             self._open += 1
         return Qwen3Stream(self, language=language, context=context,
@@ -185,9 +186,7 @@ class Qwen3Backend:
         with self._lock:
             self._in_flight -= 1
         if future.cancelled():
-            timed_out = id(future) in _TIMED_OUT
-            _TIMED_OUT.discard(id(future))
-            outcome = "timeout" if timed_out else "aborted"
+            outcome = "timeout" if getattr(future, "sttd_timed_out", False) else "aborted"
         else:
             outcome = "failed" if future.exception() is not None else "ok"
         self.on_decode(kind, outcome, time.monotonic() - started)
@@ -229,10 +228,10 @@ class _Audio:
         self.size = end
 
     def snapshot(self, limit: int) -> np.ndarray:
-        """The newest ``limit`` samples (a read-only view), padded to the encoder's minimum."""
+        """The newest ``limit`` samples, as a read-only view."""
         view = self._buf[max(0, self.size - limit) : self.size]
         view.flags.writeable = False
-        return _padded(view)
+        return view
 
 
 class Qwen3Stream:
@@ -357,7 +356,8 @@ class Qwen3Stream:
         budget = (self._opts.rollback_tokens + 8 + math.ceil(8 * new / RATE) if prefix
                   else final_budget(min(samples, self._limit), self._opts.max_tokens))
         request = DecodeRequest(
-            self._request_id("p"), self._audio.snapshot(self._limit), context=self._context,
+            self._request_id("p"), _padded(self._audio.snapshot(self._limit)),
+            context=self._context,
             language=self._language, prefix=prefix,
             max_tokens=min(budget, self._opts.max_tokens),
         )
@@ -395,9 +395,8 @@ class Qwen3Stream:
         try:
             return future.result(timeout=max(0.0, deadline - time.monotonic()))
         except concurrent.futures.TimeoutError:
-            _TIMED_OUT.add(id(future))
-            if not future.cancel():  # it finished just now: not a timeout after all
-                _TIMED_OUT.discard(id(future))
+            future.sttd_timed_out = True  # read by the done-callback for the metric
+            future.cancel()
             raise BackendError(
                 f"the engine gave no final in {self._opts.final_timeout_sec:g} s",
                 retryable=True) from None
@@ -413,11 +412,6 @@ class _Partial:
     future: concurrent.futures.Future[Decoded]
     prefix: str  # forced before the decode's output: the whole answer is prefix + text
     samples: int  # segment audio the decode was given
-
-
-# Futures being cancelled for a timeout, by id, for the metric's outcome label: added just
-# before cancel(), whose done-callback (run at once, in the same thread) removes them.
-_TIMED_OUT: set[int] = set()
 
 
 def split_quietly(audio: np.ndarray, limit: int) -> list[np.ndarray]:

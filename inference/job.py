@@ -143,18 +143,15 @@ class SessionJob:
 
     def poke(self) -> None:
         """The backend finished work on its own (a GPU partial): run the job to collect it."""
-        if self.closed:
-            return
-        with self._lock:
-            if self._state is _State.SCHEDULED:
-                self._poked = True  # queued or running: its settling runs it once more
-                return
-            self._state = _State.SCHEDULED
-        self._schedule(self)
+        if not self.closed:
+            self._make_ready(poked=True)
 
-    def _make_ready(self) -> None:
+    def _make_ready(self, poked: bool = False) -> None:
         with self._lock:
             wake = self._state is not _State.SCHEDULED
+            # Queued or running already: a poke makes its settling run it once more (new
+            # input needs no flag, settling sees the queue).
+            self._poked |= poked and not wake
             self._state = _State.SCHEDULED
         if wake:
             self._schedule(self)

@@ -155,16 +155,6 @@ class FakeEngine:
         return peak
 
 
-def wav_base64(audio: np.ndarray) -> str:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
-    return base64.b64encode(buf.getvalue()).decode()
-
-
 @dataclass
 class FakeVllmServer:
     """What sttd's remote mode sees of ``vllm serve --model Qwen3-ASR``: ``/health``,

@@ -240,12 +240,15 @@ def test_engine_failures(closing):
 
 def test_a_final_that_never_comes_times_out(closing):
     backend, engine = closing(FakeEngine(hang_finals=True), final_timeout_sec=0.3)
+    outcomes = []
+    backend.on_decode = lambda kind, outcome, seconds: outcomes.append((kind, outcome))
     stream = backend.open_stream(StreamOptions())
     stream.accept(tone(1, 1.0))
     with pytest.raises(BackendError, match="no final in 0.3 s") as info:
         stream.finalize()
     assert info.value.retryable
     wait_for(lambda: engine.calls[-1].cancelled)
+    assert outcomes == [("final", "timeout")]  # counted as a timeout, not an abort
 
 
 def test_lifecycle_warmup_health_and_stop():
