@@ -14,6 +14,7 @@ import uvicorn
 
 from backends.registry import available
 from config import Settings
+from transport.serving import uvicorn_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,20 +50,20 @@ def _serve(args: argparse.Namespace) -> int:
         if value is not None:
             os.environ[key] = str(value)  # worker processes read settings from the environment
     settings = Settings()
-    uvicorn.run(
-        "app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=args.workers,
-        ws="websockets-sansio",
-        ws_max_size=max(settings.max_frame_bytes * 2, 1 << 20),
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-        ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
-        ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
-    )
+    config = uvicorn_config(settings, "app:create_app", factory=True, workers=args.workers)
+    server = uvicorn.Server(config)
+    if config.workers > 1:
+        # Each worker drains itself on the SIGTERM the supervisor forwards (transport/drain.py).
+        from uvicorn.supervisors import Multiprocess
+
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+    else:
+        try:
+            server.run()
+        except KeyboardInterrupt:
+            pass
+        if not server.started:
+            return 3  # uvicorn's STARTUP_FAILURE: the app, TLS or the bind is broken
     return 0
 
 

@@ -21,10 +21,17 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
 
-    # Queues and backpressure.
-    in_queue_size: int = Field(200, ge=1, description="Audio frames buffered per session.")
-    in_queue_max_drops: int = Field(
-        500, ge=1, description="Frames a session may shed before it is closed."
+    # Queues and backpressure (docs/architecture.md, "Lossless ingest").
+    in_queue_ms: int = Field(
+        5000, ge=100, le=600_000, description="Audio buffered per session, in milliseconds; "
+        "when full, a client ahead of real time is slowed down, a real-time one shed."
+    )
+    in_queue_max_drop_ms: int = Field(
+        10000, ge=1, description="Audio a real-time session may shed before it is closed (1013)."
+    )
+    pace_tolerance_ms: int = Field(
+        1000, ge=0, le=60_000, description="How far a client's audio may run ahead of the "
+        "wall clock and still count as real time (network jitter, bursty encoders)."
     )
     out_queue_size: int = Field(
         50, ge=4, description="Events buffered per session; partials shed above 80 %."
@@ -46,6 +53,10 @@ class Settings(BaseSettings):
     send_timeout_sec: float = Field(
         10.0, gt=0, description="End a session whose client reads nothing for this long."
     )
+    drain_timeout_sec: float = Field(
+        30.0, ge=0, description="On SIGTERM/SIGINT: time open sessions get to finish their "
+        "segments and running uploads to be answered before the rest is closed."
+    )
 
     # Access and transport security.
     auth_tokens: str = Field(
@@ -59,6 +70,31 @@ class Settings(BaseSettings):
     ssl_keyfile: Path | None = Field(None, description="PEM private key of the certificate.")
     upload_idle_timeout_sec: float = Field(
         30.0, gt=0, description="Batch uploads that send nothing this long get 408."
+    )
+    upload_min_bytes_per_sec: int = Field(
+        4096, ge=0, description="Slowest average upload rate accepted once the idle timeout "
+        "has passed (a slow drip holds a session slot); 0 = no minimum."
+    )
+    upload_deadline_sec: float = Field(
+        3600.0, gt=0, description="Longest an upload body may take to arrive, in total."
+    )
+
+    # Connections, before any session exists (transport/connection.py).
+    http_header_timeout_sec: float = Field(
+        10.0, gt=0, description="A request or WebSocket handshake whose headers have not all "
+        "arrived this long after the connection opened is closed."
+    )
+    http_max_header_bytes: int = Field(
+        65536, ge=1024, description="Largest request head (request line and headers); "
+        "431 above (414 for the URL alone)."
+    )
+    http_max_headers: int = Field(100, ge=8, description="Most header lines in a request.")
+    max_pending_connections: int = Field(
+        1024, ge=1, description="Connections that have not finished their request headers "
+        "yet, in all; more are closed at once."
+    )
+    max_pending_connections_per_ip: int = Field(
+        64, ge=1, description="The same, per client address."
     )
 
     @property

@@ -13,6 +13,7 @@ import uvicorn
 from app import create_app
 from config import Settings
 from transport.context import ServerContext
+from transport.serving import uvicorn_config
 
 
 def free_port() -> int:
@@ -28,11 +29,7 @@ class RunningServer:
         defaults = {"backend": "mock", "vad": "energy", "log_json": True, "log_level": "warning"}
         self.settings = Settings(**{**defaults, **overrides, "port": self.port})
         self.app = create_app(self.settings, backend_impl)
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, ws="websockets-sansio",
-            ws_max_size=1 << 22, log_config=None, lifespan="on",
-            ssl_certfile=self.settings.ssl_certfile, ssl_keyfile=self.settings.ssl_keyfile,
-        )
+        config = uvicorn_config(self.settings, self.app, host="127.0.0.1", ws_max_size=1 << 22)
         self.tls = self.settings.ssl_certfile is not None
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True)
