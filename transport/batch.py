@@ -118,7 +118,12 @@ async def transcribe(request: Request) -> Response:
         response = _error(ctx, 401, "unauthorized", "a valid bearer token is required")
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
+    if ctx.draining:
+        response = _error(ctx, 503, "draining", "the server is shutting down; retry elsewhere")
+        response.headers["Retry-After"] = "1"
+        return response
     if not ctx.ready:
+        ctx.metrics.rejections.labels("not_ready").inc()
         return _error(ctx, 503, "not_ready", "the backend is not loaded yet")
     slot = Slot()
     if not ctx.slots.try_take(slot):

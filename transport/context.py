@@ -22,3 +22,4 @@ class ServerContext:
     gate: Gate
     batcher: LoopBatcher | None = None  # created on the server's event loop
     ready: bool = field(default=False)
+    draining: bool = field(default=False)  # SIGTERM seen: finishing sessions, admitting none
