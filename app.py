@@ -23,6 +23,7 @@ from transport import batch, http, native_ws
 from transport.auth import Gate
 from transport.capacity import SessionSlots
 from transport.context import ServerContext
+from transport.drain import install_signal_drain
 
 log = structlog.get_logger("sttd")
 
@@ -45,9 +46,9 @@ def create_app(settings: Settings | None = None, backend: ASRBackend | None = No
     )
     metrics.max_sessions.set(settings.max_sessions)
     metrics.preset({
-        metrics.sessions: ("completed", "disconnected", "error"),
+        metrics.sessions: ("completed", "disconnected", "error", "drained", "drain_timeout"),
         metrics.rejections: ("bad_request", "capacity", "not_ready", "unauthorized",
-                             "forbidden_origin"),
+                             "forbidden_origin", "draining"),
         metrics.errors: [code.value for code in ErrorCode],
         metrics.audio_dropped: ("queue_full", "disconnect", "session_ended"),
         metrics.segments: [reason.value for reason in FinalReason],
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None, backend: ASRBackend | None = No
             metrics.backend_ready.labels(ctx.backend.name).set(1)
             log.info("server.ready", backend=ctx.backend.name, model=ctx.backend.model,
                      max_sessions=settings.max_sessions)
+            stack.callback(install_signal_drain(ctx))
             yield
             ctx.ready = False
             metrics.backend_ready.labels(ctx.backend.name).set(0)

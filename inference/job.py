@@ -1,9 +1,10 @@
-"""One session's unit of work for the inference pool, and the two janus queues around it.
+"""One session's unit of work for the inference pool, and the two janus queues it owns.
 
-The event loop offers audio and controls on the input queue (dropping the oldest audio when
-it is full); an inference thread drains everything queued in one go, runs the recognizer, and
-puts events on the output queue, shedding partials when the client reads slowly but never a
-final, and never blocking.
+The event loop offers audio and controls on the input queue, which is bounded in audio
+duration: the caller either waits for room (a client ahead of real time, an upload) or lets
+the oldest audio be shed (a live client the server cannot keep up with). An inference thread
+drains everything queued in one go, runs the recognizer, and puts events on the output
+queue, shedding partials when the client reads slowly but never a final, and never blocking.
 """
 
 from __future__ import annotations
@@ -20,10 +21,19 @@ import structlog
 
 from backends.base import BackendError
 from observability.metrics import Metrics
-from session.events import ErrorCode, Event, Final, FinalReason, Partial, SessionEnd, SessionError
+from session.events import (
+    Committed,
+    ErrorCode,
+    Event,
+    Final,
+    FinalReason,
+    Partial,
+    SessionEnd,
+    SessionError,
+)
 from session.recognizer import SegmentRecognizer
 
-log = structlog.get_logger("sttd.inference")
+logger = structlog.get_logger("sttd.inference")
 
 
 class Next(Enum):
@@ -43,6 +53,7 @@ class _State(Enum):
 class Control(Enum):
     COMMIT = "commit"  # finalize the open segment, keep going
     EOS = "eos"  # finalize, then end the session normally
+    SHUTDOWN = "shutdown"  # the server is draining: finalize, then end with shutting_down
     LIMIT = "limit"  # finalize, then end the session: it ran out of allowed audio
     CLOSE = "close"  # the client is gone: release the stream, discard what is queued
 
@@ -67,36 +78,42 @@ class SessionJob:
         self,
         recognizer: SegmentRecognizer,
         *,
-        in_queue: janus.Queue[Item],
-        out_queue: janus.Queue[Event],
-        out_queue_size: int,
         schedule: Callable[[SessionJob], None],
         metrics: Metrics,
         sample_rate: int = 16000,
+        in_queue_ms: int = 5000,
+        out_queue_size: int = 50,
+        log: structlog.stdlib.BoundLogger | None = None,
     ) -> None:
         self._rec = recognizer
-        self._in = in_queue
-        self._out = out_queue
+        self._in: janus.Queue[Item] = janus.Queue()  # bounded in samples, below
+        self._out: janus.Queue[Event] = janus.Queue()  # bounded by policy in _emit
+        self._capacity = max(1, in_queue_ms * sample_rate // 1000)
+        self._queued = 0  # samples in the input queue (under the lock)
         self._partial_cutoff = max(1, out_queue_size * 8 // 10)
         self._schedule = schedule
         self._metrics = metrics
         self._rate = sample_rate
+        self._log = log or logger
         self._lock = threading.Lock()
         self._state = _State.IDLE
         self._rescued: list[ControlItem] = []  # controls popped by drop-oldest, kept in order
         self._poked = False  # a backend result landed while the job was scheduled
         self._finished = False  # no more audio will be recognised
+        self._room: asyncio.Event | None = None  # set when a waiting producer may go on
         self.cancelled = False  # set by the event loop when the client is gone
         self.closed = False
         self.partials_dropped = 0
         self.discarded_samples = 0
         self.segments = 0
         self.on_closed: Callable[[], None] | None = None  # called once the stream is released
+        self._loop: asyncio.AbstractEventLoop | None
         try:
-            loop = asyncio.get_running_loop()
+            self._loop = asyncio.get_running_loop()
         except RuntimeError:  # built off the loop (unit tests): nothing to wake
-            pass
+            self._loop = None
         else:
+            loop = self._loop
             recognizer.on_backend_result(lambda: _call_soon(loop, self.poke))
 
     @property
@@ -108,38 +125,74 @@ class SessionJob:
         return self._in.async_q.qsize()
 
     @property
+    def queued_samples(self) -> int:
+        return self._queued
+
+    @property
     def output_depth(self) -> int:
         return self._out.async_q.qsize()
 
+    @property
+    def events(self) -> janus.AsyncQueue[Event]:
+        """What the send side reads: every event, in order."""
+        return self._out.async_q
+
+    def tell(self, event: Event) -> None:
+        """Queue an event from the event loop (ready, pong, a protocol error)."""
+        self._out.async_q.put_nowait(event)
+
     # -- event-loop side -------------------------------------------------------------------
 
-    def offer(self, item: Item) -> AudioChunk | None:
-        """Queue audio or a control; returns the oldest audio if it had to be shed for room.
+    def fits(self, samples: int) -> bool:
+        """Would ``samples`` more audio fit the input bound now? (An empty queue takes any
+        piece, however large, so nothing can wait forever.)"""
+        queued = self._queued
+        return queued == 0 or queued + samples <= self._capacity
+
+    def offer(self, item: Item) -> int:
+        """Queue audio or a control without waiting; returns how many samples of the oldest
+        queued audio were shed to make room.
 
         Controls are never shed: one popped to make room is kept aside, in order, and runs
         before everything still queued.
         """
-        dropped = None
+        shed = 0
         q = self._in.async_q
         with self._lock:
-            if q.full():
-                oldest = q.get_nowait()
-                if isinstance(oldest, AudioChunk):
-                    dropped = oldest
-                elif not self._rescued or self._rescued[-1].kind is not oldest.kind:
-                    self._rescued.append(oldest)  # a repeat with no audio between is a no-op
+            if isinstance(item, AudioChunk):
+                samples = len(item.data) // 2
+                while self._queued and self._queued + samples > self._capacity:
+                    oldest = q.get_nowait()
+                    if isinstance(oldest, AudioChunk):
+                        n = len(oldest.data) // 2
+                        self._queued -= n
+                        shed += n
+                    elif not self._rescued or self._rescued[-1].kind is not oldest.kind:
+                        self._rescued.append(oldest)  # a repeat with no audio between: no-op
+                self._queued += samples
             q.put_nowait(item)
             wake = self._state is not _State.SCHEDULED  # a parked job is promoted
             self._state = _State.SCHEDULED
         if wake:
             self._schedule(self)
-        return dropped
+        return shed
+
+    async def wait_for_room(self, samples: int) -> None:
+        """Until ``samples`` fit (the producer is slowed down, nothing is shed), or the job
+        can take no more input."""
+        while not (self.fits(samples) or self._finished or self.closed):
+            with self._lock:
+                if self.fits(samples):
+                    return
+                self._room = room = asyncio.Event()
+            await room.wait()
 
     async def put(self, item: Item) -> None:
-        """Queue without shedding, waiting for room: for input that has no real-time
-        deadline (a batch upload), where the producer can simply be slowed down."""
-        await self._in.async_q.put(item)
-        self._make_ready()
+        """Queue without shedding, waiting for room: for input the producer can slow down
+        (an upload, a client ahead of real time)."""
+        if isinstance(item, AudioChunk):
+            await self.wait_for_room(len(item.data) // 2)
+        self.offer(item)
 
     def poke(self) -> None:
         """The backend finished work on its own (a GPU partial): run the job to collect it."""
@@ -168,6 +221,10 @@ class SessionJob:
             q = self._in.sync_q
             for _ in range(q.qsize()):  # no other consumer: qsize items are there to take
                 items.append(q.get_nowait())
+            self._queued = 0
+            room, self._room = self._room, None
+        if room is not None:
+            _call_soon(self._loop, room.set)
         if items:
             self._process(items)
         return self._settle(partial_due=self._partial_due())
@@ -227,18 +284,25 @@ class SessionJob:
         except BackendError as exc:
             events.append(self._fail(ErrorCode.BACKEND_ERROR, f"recognition failed: {exc}"))
         except Exception:
-            log.exception("inference.session_failed")
+            self._log.exception("inference.session_failed")
             events.append(self._fail(ErrorCode.INTERNAL_ERROR, "internal error in recognition"))
 
     def _control(self, item: ControlItem) -> list[Event]:
         if item.kind is Control.COMMIT:
-            return self._rec.commit(item.received_at, FinalReason.COMMIT)
-        events = self._rec.commit(item.received_at, FinalReason.EOS)
+            events = self._rec.commit(item.received_at, FinalReason.COMMIT)
+            closed = next((e.segment_seq for e in events if isinstance(e, Final)), None)
+            events.append(Committed(closed))
+            return events
+        reason = FinalReason.SHUTDOWN if item.kind is Control.SHUTDOWN else FinalReason.EOS
+        events = self._rec.commit(item.received_at, reason)
         self._finished = True
         if item.kind is Control.LIMIT:
             events.append(
                 SessionError(ErrorCode.SESSION_TOO_LONG, "session reached its audio time limit")
             )
+        elif item.kind is Control.SHUTDOWN:
+            events.append(SessionError(ErrorCode.SHUTTING_DOWN,
+                                       "the server is shutting down; reconnect to continue"))
         else:
             events.append(SessionEnd())
         return events
@@ -274,7 +338,7 @@ class SessionJob:
         try:
             self._rec.close()
         except Exception:
-            log.exception("inference.stream_close_failed")
+            self._log.exception("inference.stream_close_failed")
         if self.on_closed is not None:
             self.on_closed()
 
@@ -300,7 +364,10 @@ class SessionJob:
             m.first_partial_latency.observe(final.first_token_ms / 1000)
 
 
-def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+def _call_soon(loop: asyncio.AbstractEventLoop | None, callback: Callable[[], None]) -> None:
+    if loop is None:
+        callback()  # no loop (unit tests): nobody to hand it to
+        return
     try:
         loop.call_soon_threadsafe(callback)
     except RuntimeError:  # the loop is closed: the server is gone

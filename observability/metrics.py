@@ -61,6 +61,16 @@ class Metrics:
             "stt_audio_dropped_seconds_total", "Accepted audio shed, by reason.", ["reason"],
             registry=r,
         )
+        self.ingest_held = Counter(
+            "stt_ingest_held_seconds_total",
+            "Time sessions' sockets went unread because their clients sent faster than real "
+            "time and their buffers were full (backpressure, nothing shed).",
+            registry=r,
+        )
+        self.draining = Gauge(
+            "stt_draining", "1 while the server is shutting down (finishing sessions).",
+            registry=r,
+        )
         self.errors_timed_out = Counter(
             "stt_inference_timeouts_total",
             "Backend calls the watchdog gave up on (the session failed, the thread replaced).",

@@ -27,6 +27,7 @@ from protocol.fields import Hotwords, Language, describe
 from protocol.pcm import MIN_RATE
 from session.events import (
     AudioDropped,
+    Committed,
     ErrorCode,
     Event,
     Final,
@@ -129,6 +130,8 @@ def _body(event: Event) -> dict[str, Any] | None:
         case SpeechStarted():
             return {"type": "speech_started", "segment_seq": event.segment_seq,
                     "start_ms": event.start_ms}
+        case Committed():
+            return {"type": "committed", "segment_seq": event.segment_seq}
         case AudioDropped():
             return {"type": "warning", "code": "audio_dropped",
                     "message": "server overloaded: audio was dropped",

@@ -30,6 +30,7 @@ class FinalReason(StrEnum):
     COMMIT = "commit"
     EOS = "eos"
     MAX_SEGMENT = "max_segment"
+    SHUTDOWN = "shutdown"  # the server is draining (SIGTERM): the segment is cut short
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,14 @@ class Final:
 
 
 @dataclass(frozen=True, slots=True)
+class Committed:
+    """A commit was carried out: ``segment_seq`` is the segment it closed (its final came
+    first), or None when no segment was open."""
+
+    segment_seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class AudioDropped:
     dropped_ms: int
     total_dropped_ms: int
@@ -94,4 +103,5 @@ class SessionEnd:
     """Everything has been flushed; close normally."""
 
 
-Event = Ready | SpeechStarted | Partial | Final | AudioDropped | Pong | SessionError | SessionEnd
+Event = (Ready | SpeechStarted | Partial | Final | Committed | AudioDropped | Pong | SessionError
+         | SessionEnd)

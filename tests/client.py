@@ -53,16 +53,20 @@ async def stream(
         reader = asyncio.create_task(receive())
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        for n, i in enumerate(range(0, len(data), step)):
-            if realtime:
-                await asyncio.sleep(max(0.0, t0 + n * frame_ms / 1000 / realtime - loop.time()))
-            await ws.send(data[i : i + step])
-        if end == "eos":
-            await ws.send(json.dumps({"type": "eos"}))
-        elif end == "EOS":
-            await ws.send("EOS")
-        else:
-            await ws.close()
+        try:
+            for n, i in enumerate(range(0, len(data), step)):
+                if realtime:
+                    await asyncio.sleep(max(0.0, t0 + n * frame_ms / 1000 / realtime
+                                            - loop.time()))
+                await ws.send(data[i : i + step])
+            if end == "eos":
+                await ws.send(json.dumps({"type": "eos"}))
+            elif end == "EOS":
+                await ws.send("EOS")
+            else:
+                await ws.close()
+        except ConnectionClosed:
+            pass  # the server ended the session mid-stream: what it said is in the reader
         await asyncio.wait_for(reader, wait_s)
         result.close_code = ws.close_code
         result.close_reason = ws.close_reason or ""

@@ -116,3 +116,14 @@ class BackgroundApp:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(10)
+
+
+def drain(server: RunningServer, timeout: float = 30.0) -> int:
+    """Run the server's SIGTERM drain on its own loop (in-process servers get no signals)."""
+    from transport.drain import drain as run_drain
+
+    loop = server._server.servers[0].get_loop() if server._server.servers else None
+    if loop is None:
+        raise RuntimeError("server is not running")
+    future = asyncio.run_coroutine_threadsafe(run_drain(server.ctx, timeout), loop)
+    return future.result(timeout + 10)

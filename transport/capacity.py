@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 
 @dataclass(eq=False)
 class Slot:
-    """One admitted session; ``job`` is set once its inference job exists (for metrics)."""
+    """One admitted session; ``job`` is set once its inference job exists (for metrics),
+    ``drain`` by sessions that can finish early when the server shuts down."""
 
     job: Any = None
+    drain: Callable[[], None] | None = None
 
 
 class SessionSlots:

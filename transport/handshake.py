@@ -8,8 +8,10 @@ from starlette.websockets import WebSocket
 from protocol.common import CLOSE_POLICY, CLOSE_TRY_AGAIN
 
 
-async def deny(ws: WebSocket, status: int, code: str, message: str) -> None:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+async def deny(ws: WebSocket, status: int, code: str, message: str,
+               headers: dict[str, str] | None = None) -> None:
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     response = JSONResponse({"error": {"code": code, "message": message}}, status_code=status,
                             headers=headers)
     if "websocket.http.response" in ws.scope.get("extensions", {}):

@@ -36,14 +36,16 @@ async def ready(request: Request) -> JSONResponse:
         "sessions": len(ctx.slots),
         "max_sessions": ctx.slots.limit,
     }
-    ok = ctx.ready and ctx.pool.alive > 0 and ctx.slots.free > 0
+    ok = ctx.ready and ctx.pool.alive > 0 and ctx.slots.free > 0 and not ctx.draining
+    if ctx.draining:
+        body["draining"] = True
     if ctx.ready and isinstance(ctx.backend, HealthChecked):
         problem = await _engine_problem(ctx.backend)
         body["engine"] = problem or "ok"
         ok = ok and problem is None
         # A dead engine flips stt_backend_ready (and its alert) at the next probe.
         ctx.metrics.backend_ready.labels(ctx.backend.name).set(problem is None)
-    body["status"] = "ready" if ok else "unavailable"
+    body["status"] = "ready" if ok else "draining" if ctx.draining else "unavailable"
     return JSONResponse(body, status_code=200 if ok else 503)
 
 

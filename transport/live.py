@@ -2,6 +2,11 @@
 
 The pumps are protocol-agnostic: a ``Wire`` supplies the text-frame parser, the event encoder
 and the audio decoder. Everything on the per-frame path is kept small: validate, stamp, queue.
+
+Ingest is lossless for clients ahead of real time: when the session's input buffer is full,
+a client whose audio runs ahead of the wall clock (``session/pacing.py``) is simply not read
+until there is room, so TCP flow control slows its sends; only a client at real-time pace,
+which the server cannot keep up with, has its oldest audio shed (counted, and told).
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import janus
 import structlog
 from starlette.websockets import WebSocket
 
@@ -29,6 +33,7 @@ from session.events import (
     SessionEnd,
     SessionError,
 )
+from session.pacing import IngestPace
 from session.recognizer import SegmentRecognizer
 from transport.context import ServerContext
 
@@ -73,28 +78,37 @@ class LiveSession:
         self._log = log
         self._rate = ready.sample_rate
         self._max_frame = s.max_frame_bytes
-        self._max_drops = s.in_queue_max_drops
+        self._max_drop = s.in_queue_max_drop_ms * self._rate // 1000
         self._max_samples = int(s.max_session_seconds * self._rate) or None
         self._idle = s.idle_timeout_sec
         self._send_timeout = s.send_timeout_sec
+        # After eos (or a drain) the backlog is recognised before the close: as long as the
+        # watchdog lets a backend call run, whatever the idle timeout says.
+        self._flush_timeout = max(self._idle, s.job_timeout_sec) + self._send_timeout
         self._log_transcripts = s.log_transcripts
-        self._in: janus.Queue = janus.Queue(maxsize=s.in_queue_size)
-        self._out: janus.Queue = janus.Queue()  # bounded by policy in SessionJob, not by size
+        # A client this far ahead of real time waits for room instead of being shed; kept
+        # below the buffer so a full buffer always tells the two kinds of client apart.
+        self._tolerance = min(s.pace_tolerance_ms, s.in_queue_ms // 2) / 1000
+        self._pace = IngestPace(self._rate)
         self.job = SessionJob(
             recognizer,
-            in_queue=self._in,
-            out_queue=self._out,
-            out_queue_size=s.out_queue_size,
             schedule=ctx.batcher.schedule,
             metrics=ctx.metrics,
             sample_rate=self._rate,
+            in_queue_ms=s.in_queue_ms,
+            out_queue_size=s.out_queue_size,
+            log=log,
         )
         self.received_samples = 0
         self.dropped_samples = 0
-        self.dropped_frames = 0
+        self.held_seconds = 0.0
         self._unreported_drop = 0
         self._warning_queued = False
         self._last_rx = 0.0
+        self._holding = False  # the receive pump waits for room: the client is not idle
+        self._in_receive = False  # the receive pump awaits the socket (safe to cancel)
+        self._drain_requested = False
+        self._recv_task: asyncio.Task | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
         self.outcome = "disconnected"
         self.error_code: ErrorCode | None = None
@@ -104,17 +118,20 @@ class LiveSession:
         loop = asyncio.get_running_loop()
         self._last_rx = loop.time()
         self._idle_handle = loop.call_at(self._last_rx + self._idle, self._check_idle)
-        self._out.async_q.put_nowait(self._ready)
-        recv = asyncio.create_task(self._receive_pump())
+        self.job.tell(self._ready)
+        recv = self._recv_task = asyncio.create_task(self._receive_pump())
         send = asyncio.create_task(self._send_pump())
         try:
             done, _ = await asyncio.wait({recv, send}, return_when=asyncio.FIRST_COMPLETED)
-            if recv in done and recv.exception() is not None:
+            if recv in done and (recv.cancelled() or recv.result() == "drain"):
+                await self._finish_for_shutdown()
+                await asyncio.wait_for(send, timeout=self._flush_timeout)
+            elif recv in done and recv.exception() is not None:
                 self._log.warning("session.receive_failed", error=repr(recv.exception()))
             elif recv in done and recv.result() != "disconnect":
                 # Flush finals (eos) or deliver the error, then close; bounded in case the
                 # backend never answers.
-                await asyncio.wait_for(send, timeout=self._idle)
+                await asyncio.wait_for(send, timeout=self._flush_timeout)
         except TimeoutError:
             self._log.warning("session.flush_timeout")
         finally:
@@ -122,37 +139,58 @@ class LiveSession:
                 task.cancel()
             await asyncio.gather(recv, send, return_exceptions=True)
             self._idle_handle.cancel()
-            self.job.cancelled = self.outcome != "completed"
+            if isinstance(self._wire.decoder, ContainerDecoder):
+                self._wire.decoder.close()  # stop its demuxer thread wherever it is
+            if self.outcome == "disconnected" and self._drain_requested:
+                self.outcome = "drain_timeout"  # closed by the server before its final
+            self.job.cancelled = self.outcome not in ("completed", "drained")
             self.job.on_closed = self._finish
-            dropped = self.job.offer(ControlItem(Control.CLOSE, time.monotonic()))
-            if dropped is not None:
-                self.job.discard(dropped)
+            self.job.offer(ControlItem(Control.CLOSE, time.monotonic()))
+
+    def drain(self) -> None:
+        """The server is shutting down: stop reading, recognise everything accepted, send the
+        open segment's final (``reason: shutdown``), then ``shutting_down`` and close 1012."""
+        if self._drain_requested or self._recv_task is None:
+            return
+        self._drain_requested = True
+        if self._in_receive:  # between frames: nothing in hand, stop now
+            self._recv_task.cancel()
+        # Otherwise the pump finishes the frame in hand (it may be waiting for room) and
+        # stops before reading the next.
+
+    async def _finish_for_shutdown(self) -> None:
+        if self.error_code is not None:
+            return  # the session had already failed: its error is on its way
+        await self._flush_decoder()
+        self.job.offer(ControlItem(Control.SHUTDOWN, time.monotonic()))
 
     # -- receive -----------------------------------------------------------------------------
 
     async def _receive_pump(self) -> str:
-        """Returns why reading stopped: disconnect, eos or error."""
+        """Returns why reading stopped: disconnect, eos, error or drain."""
         receive = self._ws.receive
         loop_time = asyncio.get_running_loop().time
         decoder = self._wire.decoder
         container = decoder if isinstance(decoder, ContainerDecoder) else None
         try:
-            while True:
-                msg = await receive()
+            while not self._drain_requested:
+                self._in_receive = True
+                try:
+                    msg = await receive()
+                finally:
+                    self._in_receive = False
                 self._last_rx = loop_time()
                 if msg["type"] == "websocket.disconnect":
                     return "disconnect"
                 data = msg.get("bytes")
                 if data is not None:
-                    if data == b"EOS":  # kaldi-gstreamer clients may send EOS as binary
-                        return await self._end_of_stream()
                     self._check_frame(data)
                     if container is None:
-                        going = self._queue_pcm(decoder.decode(data)) if data else True
+                        going = await self._queue_pcm(decoder.decode(data)) if data else True
                     else:
                         going = True
                         async for pcm in container.feed(data):
-                            going = going and self._queue_pcm(pcm)
+                            going = going and await self._queue_pcm(pcm)
                     if going:
                         continue
                     return "eos"
@@ -163,11 +201,12 @@ class LiveSession:
                 if command is Command.EOS:
                     return await self._end_of_stream()
                 self._command(command)
+            return "drain"
         except ProtocolError as exc:
             self._fail(exc.code, exc.message)
             return "error"
         finally:
-            if container is not None:
+            if container is not None and not self._drain_requested:
                 container.close()
 
     def _check_frame(self, data: bytes) -> None:
@@ -177,50 +216,81 @@ class LiveSession:
                 f"frame of {len(data)} bytes exceeds the limit of {self._max_frame}",
             )
 
+    async def _flush_decoder(self) -> bool:
+        """Queue what the decoder still holds; False when the audio limit ended the session."""
+        decoder = self._wire.decoder
+        try:
+            if isinstance(decoder, ContainerDecoder):
+                try:
+                    async for pcm in decoder.finish():
+                        if not await self._queue_pcm(pcm):
+                            return False
+                finally:
+                    decoder.close()
+                return True
+            return await self._queue_pcm(decoder.flush())
+        except ProtocolError as exc:
+            self._fail(exc.code, exc.message)
+            return False
+
     async def _end_of_stream(self) -> str:
         """Decode what the decoder still holds, then finalize and end the session."""
-        decoder = self._wire.decoder
-        if isinstance(decoder, ContainerDecoder):
-            async for pcm in decoder.finish():
-                if not self._queue_pcm(pcm):
-                    return "eos"  # the audio limit ended the session already
-        elif not self._queue_pcm(decoder.flush()):
-            return "eos"
+        if not await self._flush_decoder():
+            return "eos"  # the audio limit (or a decoding error) ended the session already
         return self._command(Command.EOS)
 
-    def _queue_pcm(self, pcm: bytes) -> bool:
-        """Queue decoded audio; False when the session must stop reading."""
+    async def _queue_pcm(self, pcm: bytes) -> bool:
+        """Queue decoded audio, losslessly for a client ahead of real time; False when the
+        session must stop reading."""
         if not pcm:
             return True  # empty frames are keep-alives
         samples = len(pcm) // 2
         self.received_samples += samples
         self._ctx.metrics.audio_received.inc(samples / self._rate)
-        dropped = self.job.offer(AudioChunk(pcm, time.monotonic()))
-        if dropped is not None:
-            self._shed(len(dropped.data) // 2)
-            if self.dropped_frames >= self._max_drops:
+        now = time.monotonic()
+        ahead = self._pace.received(samples, now)
+        job = self.job
+        if not job.fits(samples) and ahead > self._tolerance:
+            now = await self._hold(samples)
+        shed = job.offer(AudioChunk(pcm, now))
+        if shed:
+            self._shed(shed)
+            if self.dropped_samples >= self._max_drop:
                 raise ProtocolError(
                     ErrorCode.AUDIO_QUEUE_OVERFLOW,
-                    f"server could not keep up: {self.dropped_frames} frames dropped",
+                    "server could not keep up: "
+                    f"{self.dropped_samples * 1000 // self._rate} ms of audio dropped",
                 )
         if self._max_samples and self.received_samples >= self._max_samples:
-            self.job.offer(ControlItem(Control.LIMIT, time.monotonic()))
+            job.offer(ControlItem(Control.LIMIT, time.monotonic()))
             return False
         return True
 
+    async def _hold(self, samples: int) -> float:
+        """Stop reading the socket until the buffer has room (the client is ahead of real
+        time: slowed down by TCP, never shed). Returns when the audio is taken."""
+        self._holding = True
+        started = time.monotonic()
+        try:
+            await self.job.wait_for_room(samples)
+        finally:
+            self._holding = False
+            now = time.monotonic()
+            self.held_seconds += now - started
+            self._ctx.metrics.ingest_held.inc(now - started)
+            self._last_rx = asyncio.get_running_loop().time()
+        return now
+
     def _command(self, command: Command) -> str:
         if command is Command.PING:
-            self._out.async_q.put_nowait(Pong())
+            self.job.tell(Pong())
             return "continue"
         kind = Control.COMMIT if command is Command.COMMIT else Control.EOS
-        dropped = self.job.offer(ControlItem(kind, time.monotonic()))
-        if dropped is not None:
-            self._shed(len(dropped.data) // 2)
+        self.job.offer(ControlItem(kind, time.monotonic()))
         return "continue" if kind is Control.COMMIT else "eos"
 
     def _shed(self, samples: int) -> None:
         self.dropped_samples += samples
-        self.dropped_frames += 1
         self._unreported_drop += samples
         self._ctx.metrics.audio_dropped.labels("queue_full").inc(samples / self._rate)
         if not self._warning_queued:
@@ -229,25 +299,25 @@ class LiveSession:
     def _queue_warning(self) -> None:
         # One warning in flight at a time; it reports everything shed until it is sent.
         self._warning_queued = True
-        self._out.async_q.put_nowait(AudioDropped(0, 0))
+        self.job.tell(AudioDropped(0, 0))
 
     def _fail(self, code: ErrorCode, message: str) -> None:
         self.error_code = code
         self.job.cancelled = True
-        self._out.async_q.put_nowait(SessionError(code, message))
+        self.job.tell(SessionError(code, message))
 
     def _check_idle(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = self._last_rx + self._idle
-        if loop.time() < deadline:
-            self._idle_handle = loop.call_at(deadline, self._check_idle)
+        if self._holding or loop.time() < deadline:  # holding: the server is not reading
+            self._idle_handle = loop.call_at(max(deadline, loop.time() + 1), self._check_idle)
         elif self.error_code is None:
             self._fail(ErrorCode.IDLE_TIMEOUT, f"no data for {self._idle:g} s")
 
     # -- send --------------------------------------------------------------------------------
 
     async def _send_pump(self) -> None:
-        get = self._out.async_q.get
+        get = self.job.events.get
         encode = self._wire.encoder.encode
         send = self._ws.send
         try:
@@ -285,7 +355,7 @@ class LiveSession:
         self.error_code = ErrorCode.SLOW_CONSUMER
         self._ctx.metrics.errors.labels(ErrorCode.SLOW_CONSUMER.value).inc()
         self._log.warning("session.slow_consumer", send_timeout_s=self._send_timeout,
-                          events_waiting=self._out.async_q.qsize())
+                          events_waiting=self.job.output_depth)
 
     def _take_warning(self) -> AudioDropped:
         ms = self._unreported_drop * 1000 // self._rate
@@ -294,8 +364,11 @@ class LiveSession:
         return AudioDropped(ms, self.dropped_samples * 1000 // self._rate)
 
     def _error_sent(self, event: SessionError) -> None:
-        self.outcome = "error"
         self.error_code = event.code
+        if event.code is ErrorCode.SHUTTING_DOWN:
+            self.outcome = "drained"  # a deliberate end, not a failure
+            return
+        self.outcome = "error"
         self._ctx.metrics.errors.labels(event.code.value).inc()
 
     # -- end ---------------------------------------------------------------------------------
@@ -313,6 +386,8 @@ class LiveSession:
             audio_received_ms=round(self.received_samples * ms),
             audio_processed_ms=round(job.processed_samples * ms),
             audio_dropped_ms=round((self.dropped_samples + job.discarded_samples) * ms),
+            held_ms=round(self.held_seconds * 1000),
+            max_ahead_ms=round(self._pace.max_ahead * 1000),
             segments=job.segments,
             partials_dropped=job.partials_dropped,
         )

@@ -44,6 +44,11 @@ async def native_stream(websocket: WebSocket) -> None:
         m.rejections.labels("bad_request").inc()
         await deny(websocket, 400, exc.code.value, exc.message)
         return
+    if ctx.draining:
+        m.rejections.labels("draining").inc()
+        await deny(websocket, 503, "draining", "the server is shutting down; retry elsewhere",
+                   headers={"Retry-After": "1"})
+        return
     if not ctx.ready:
         m.rejections.labels("not_ready").inc()
         await deny(websocket, 503, "not_ready", "the backend is not loaded yet")
@@ -96,4 +101,5 @@ async def _serve(
     ready = Ready(session_id, TARGET_RATE, backend.name, backend.model)
     live = LiveSession(websocket, ctx, wire, recognizer, ready, slog)
     slot.job = live.job
+    slot.drain = live.drain
     await live.run()
