@@ -4,7 +4,10 @@ Streaming policy (the decodes themselves are in ``backends.whisper_decode``):
 
 - **Partials** decode only the segment so far, unpadded (≈ 0.03–0.15 s), and show only the
   words two consecutive decodes agree on (LocalAgreement-2); the unstable tail waits. They are
-  spaced to stay within a share of real time and skipped while a final decodes.
+  spaced to stay within a share of real time and skipped while a final decodes. Past 15 s of
+  undecided audio (long segments: ``max_segment_ms`` may exceed Whisper's 30 s window) the
+  agreed words are committed and the partial window restarts after the last of them, so a
+  partial never decodes more than 15–25 s, however long the segment.
 - **Finals** are one full-quality decode of the whole segment in a shortened window (the
   segment plus trailing silence, not Whisper's 30 s: a third of the cost at the same WER), with
   word timestamps and probabilities, gated by Silero VAD and by Whisper's own no-speech /
@@ -34,6 +37,9 @@ from backends.whisper_decode import Guards, Prompts, decode_final, decode_partia
 _RATE = 16000
 _MIN_PARTIAL_SAMPLES = _RATE * 3 // 10  # shorter audio gives no useful partial
 _PARTIAL_BUDGET = 0.3  # partial decodes may use at most this share of real time per stream
+_PARTIAL_WINDOW = _RATE * 15  # longer windows: commit agreed words, restart after them
+_PARTIAL_MAX = _RATE * 25  # most audio one partial decodes (a late partial: the oldest 25 s)
+_COMMIT_MARGIN_S = 1.0  # a word ending this close to the window's end may still be cut short
 _WORD = re.compile(r"[\w']+")
 
 
@@ -144,6 +150,8 @@ class WhisperStream:
         self._chunks: list[np.ndarray] = []
         self._samples = 0
         self._previous: list[str] = []  # words of the previous partial decode
+        self._committed: list[str] = []  # long segments: words settled before _window_start
+        self._window_start = 0  # segment sample where the partial window starts
         self._next_partial_at = 0  # segment samples before which a partial is not worth it
         self._gate = backend._gate is not None and options.vad != "silero"  # else: done already
         self._closed = False
@@ -158,19 +166,46 @@ class WhisperStream:
         if self._backend._finals_running:
             return None  # a final is decoding: it gets the cores; the next partial catches up
         started = time.perf_counter()
-        words = decode_partial(self._model, self._prompts, self._audio(),
-                               self._backend._opts.no_speech_threshold)
-        # Decodes grow with the segment: space them so they stay within the budget.
-        cost = time.perf_counter() - started
-        self._next_partial_at = self._samples + int(cost / _PARTIAL_BUDGET * _RATE)
+        window = self._audio(self._window_start, self._window_start + _PARTIAL_MAX)
+        covered = self._window_start + window.size  # less than all of it, if this one is late
+        slide = window.size > _PARTIAL_WINDOW
+        words, ends = decode_partial(self._model, self._prompts, window,
+                                     self._backend._opts.no_speech_threshold, timings=slide)
         stable = _agreed_prefix(self._previous, words)
         self._previous = words
-        return Hypothesis(" ".join(stable)) if stable else None
+        shown = self._committed + stable
+        if slide:
+            self._slide(window, words, stable, ends)
+        # Decodes grow with the window: space them so they stay within the budget.
+        cost = time.perf_counter() - started
+        self._next_partial_at = self._samples + int(cost / _PARTIAL_BUDGET * _RATE)
+        if not shown:
+            return None
+        return Hypothesis(" ".join(shown),
+                          covered_samples=covered if covered < self._samples else None)
+
+    def _slide(self, window: np.ndarray, words: list[str], stable: list[str],
+               ends: list[float] | None) -> None:
+        """Commit agreed words that end well inside the window and restart the window after
+        them, at the quietest word boundary near the last (a word cut at its start would be
+        lost); the next decode's agreement starts from the words after."""
+        limit = window.size / _RATE - _COMMIT_MARGIN_S
+        n = 0
+        while ends is not None and n < len(stable) and ends[n] <= limit:
+            n += 1
+        n, cut = _quiet_boundary(window, ends, n) if n else (0, 0)
+        if cut >= _RATE // 2:
+            self._committed += stable[:n]
+            self._window_start += cut
+            self._previous = words[n:]
+        elif window.size >= _PARTIAL_MAX:  # nothing settled in 25 s (noise, disagreement)
+            self._window_start += window.size - _PARTIAL_WINDOW
+            self._previous = []
 
     def finalize(self) -> Hypothesis:
         audio = self._audio()
         self._chunks, self._samples, self._previous = [], 0, []
-        self._next_partial_at = 0
+        self._committed, self._window_start, self._next_partial_at = [], 0, 0
         if audio.size < _RATE // 10:
             return EMPTY
         backend = self._backend
@@ -188,12 +223,12 @@ class WhisperStream:
             self._chunks = []
             self._backend._stream_closed()
 
-    def _audio(self) -> np.ndarray:
+    def _audio(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         if len(self._chunks) > 1:
             self._chunks = [np.concatenate(self._chunks)]
         if not self._chunks:
             return np.zeros(0, dtype=np.float32)
-        return self._chunks[0].astype(np.float32) / 32768.0
+        return self._chunks[0][start:stop].astype(np.float32) / 32768.0
 
     def _decode_final(self, audio: np.ndarray) -> Hypothesis:
         o = self._backend._opts
@@ -234,6 +269,26 @@ class WhisperStream:
         confidence = float(np.mean([w.confidence for w in words])) if words else 0.0
         return Hypothesis(text, words=tuple(words), confidence=round(confidence, 4),
                           language=info.language)
+
+
+def _quiet_boundary(audio: np.ndarray, ends: list[float], n: int) -> tuple[int, int]:
+    """Of the ends of words ``n-5`` … ``n`` (seconds), the one nearest a pause: how many words
+    end there and the sample at the quietest point from 0.2 s before it to 0.1 s after (100 ms
+    mean power; not further after: the next word, not committed, may start there). A later
+    boundary wins unless an earlier one is clearly quieter."""
+    hop = _RATE // 100
+    frames = audio[: audio.size // hop * hop].reshape(-1, hop)
+    power = np.convolve(np.mean(frames * frames, axis=1), np.ones(10) / 10, "same")
+    best: tuple[float, int, int] | None = None
+    for k in range(n, max(0, n - 6), -1):
+        centre = int(ends[k - 1] * 100)
+        lo, hi = max(0, centre - 20), min(power.size, centre + 11)
+        if lo >= hi:
+            continue
+        i = lo + int(np.argmin(power[lo:hi]))
+        if best is None or power[i] < best[0] / 2:
+            best = (float(power[i]), k, i * hop + hop // 2)
+    return (best[1], best[2]) if best else (0, 0)
 
 
 def _has_speech(audio: np.ndarray) -> bool:

@@ -9,12 +9,14 @@ segment pays for a 30 s encoder pass. Both decodes here encode a shorter window 
   English clips of ``../shared/eval`` (VAD-cut segments, tiny.en, beam 1): 7.35 % WER at 0.23 s
   per segment, against 7.77 % at 0.65 s for the padded 30 s decode (docs/benchmarks.md).
   Output is capped by duration and text stamped after the audio's end is dropped.
-- ``decode_partial`` encodes the bare segment (cheapest; its unstable tail is hidden by the
-  caller's agreement between consecutive partials).
+- ``decode_partial`` encodes the bare audio it is given (cheapest; its unstable tail is hidden
+  by the caller's agreement between consecutive partials), and can say where its words end,
+  so the caller can keep that audio short by cutting it after words it has settled.
 """
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 
@@ -25,6 +27,7 @@ from backends.base import EMPTY, Hypothesis, Word
 RATE = 16000
 _HOP = 160  # samples per mel frame
 _WINDOW_S = 30.0  # Whisper's trained context; the encoder takes no more
+_WINDOW_FRAMES = int(_WINDOW_S * RATE) // _HOP
 _FINAL_TAIL_S = 4.0  # silence after the segment so the decoder sees speech end
 _FINAL_MIN_WINDOW_S = 10.0  # very short windows decode badly ("go forward" → loops)
 _FINAL_TOKENS_PER_SECOND = 8  # text and timestamp tokens: generous for speech, short for loops
@@ -75,11 +78,12 @@ def fits_window(samples: int) -> bool:
     return samples <= int(_WINDOW_S * RATE)
 
 
-def decode_partial(model, prompts: Prompts, audio: np.ndarray,
-                   no_speech_threshold: float) -> list[str]:
-    """Words of a quick decode of the bare segment so far (no timestamps, no guards but
-    no-speech: partials are provisional)."""
-    features = model.feature_extractor(audio, padding=_HOP)
+def decode_partial(model, prompts: Prompts, audio: np.ndarray, no_speech_threshold: float,
+                   timings: bool = False) -> tuple[list[str], list[float] | None]:
+    """Words of a quick decode of the bare audio (≤ 30 s; no timestamps, no guards but
+    no-speech: partials are provisional), and with ``timings`` when each word ends (seconds
+    into ``audio``, from the cross-attention alignment; None if it cannot be had)."""
+    features = model.feature_extractor(audio, padding=_HOP)[:, :_WINDOW_FRAMES]
     encoded = model.encode(features)
     tokenizer, prompt = prompts.get(prompts.resolve(encoded), timestamps=False)
     cap = len(prompt) + 4 + int(audio.size / RATE * _PARTIAL_TOKENS_PER_SECOND)
@@ -89,9 +93,30 @@ def decode_partial(model, prompts: Prompts, audio: np.ndarray,
         return_no_speech_prob=True,
     )[0]
     if result.no_speech_prob > no_speech_threshold:
-        return []
+        return [], None
     ids = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
-    return tokenizer.decode(ids).split()
+    words = tokenizer.decode(ids).split()
+    if not (timings and words):
+        return words, None
+    frames = min(audio.size // _HOP, _WINDOW_FRAMES)
+    return words, _word_ends(model.find_alignment(tokenizer, [ids], encoded, frames)[0], words)
+
+
+def _word_ends(alignment: list[dict], words: list[str]) -> list[float] | None:
+    """End time of each whitespace-separated word, from the aligner's words (which split
+    differently: "well-known" is " well" + "-known"; both concatenate to the same text)."""
+    text = "".join(a["word"] for a in alignment)
+    if text.split() != words:
+        return None
+    ends: list[float] = []
+    spans = iter(alignment)
+    pos = 0
+    for m in re.finditer(r"\S+", text):
+        while pos < m.end():
+            a = next(spans)
+            pos += len(a["word"])
+        ends.append(float(a["end"]))
+    return ends
 
 
 def decode_final(model, prompts: Prompts, audio: np.ndarray, beam_size: int, guards: Guards,

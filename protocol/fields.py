@@ -9,11 +9,11 @@ from pydantic import AfterValidator, BeforeValidator, ValidationError
 
 MAX_HOTWORDS = 100
 MAX_HOTWORD_CHARS = 64
-_LANGUAGE = re.compile(r"^(auto|[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*)$")
+_LANGUAGE = re.compile(r"auto|[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*")
 
 
 def _language(v: str) -> str:
-    if not _LANGUAGE.match(v):
+    if not _LANGUAGE.fullmatch(v):  # not match + "$": "$" also matches before a final "\n"
         raise ValueError("expected 'auto' or a BCP-47 tag such as 'en' or 'pt-BR'")
     return v.lower().replace("_", "-")
 

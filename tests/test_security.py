@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import json
 import ssl
+from types import SimpleNamespace
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -116,3 +120,39 @@ async def test_tls_serves_wss_and_https(start_server, tmp_path):
     with pytest.raises(ssl.SSLError):  # a client that does not trust the CA is refused
         async with connect(server.ws_url(), ssl=ssl.create_default_context()):
             pass
+
+
+async def test_metrics_auth_without_tokens_warns_at_start_and_stays_open(start_server,
+                                                                          monkeypatch):
+    log = io.StringIO()
+    monkeypatch.setattr("observability.logging.sys", SimpleNamespace(stderr=log))
+    server = start_server(metrics_auth=True)  # no STT_AUTH_TOKENS: nothing to check against
+    warnings = [r for r in map(json.loads, log.getvalue().splitlines())
+                if r["event"] == "auth.metrics_open"]
+    assert len(warnings) == 1 and warnings[0]["level"] == "warning"
+    assert "STT_AUTH_TOKENS" in warnings[0]["reason"]
+    assert server.get("/metrics")[0] == 200
+    log.truncate(0)
+    start_server(auth_tokens=TOKENS, metrics_auth=True)
+    assert "auth.metrics_open" not in log.getvalue()
+
+
+@pytest.mark.parametrize("language", ["en\n", "auto\n", "en\r\n", "pt-BR\n", "\nen"])
+async def test_a_language_with_a_line_break_is_refused(server, language):
+    with pytest.raises(InvalidStatus) as err:
+        async with connect(server.ws_url(language=quote(language))):
+            pass
+    assert err.value.response.status_code == 400
+    assert b"language" in err.value.response.body
+    async with httpx.AsyncClient(base_url=server.http) as client:
+        r = await client.post("/v1/stt/transcribe", params={"language": language},
+                              content=CLIP.path.read_bytes(),
+                              headers={"Content-Type": "audio/wav"})
+        assert r.status_code == 400 and "language" in r.json()["error"]["message"]
+        r = await client.post("/v1/stt/transcribe", data={"language": language},
+                              files={"file": ("clip.wav", CLIP.path.read_bytes())})
+        assert r.status_code == 400 and "language" in r.json()["error"]["message"]
+        r = await client.post("/v1/stt/transcribe", params={"language": language.strip()},
+                              content=CLIP.path.read_bytes(),
+                              headers={"Content-Type": "audio/wav"})
+        assert r.status_code == 200

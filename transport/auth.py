@@ -6,7 +6,11 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 
+import structlog
+
 from config import Settings
+
+log = structlog.get_logger("sttd.auth")
 
 
 class Gate:
@@ -14,6 +18,11 @@ class Gate:
         self._tokens = [t.encode() for t in settings.auth_token_list]
         self._origins = set(settings.allowed_origin_list)
         self.protect_metrics = settings.metrics_auth
+        if self.protect_metrics and not self._tokens:
+            # Kept open, not refused: there is no token to check, every endpoint is open
+            # anyway, and a deployed config should not stop starting (or scraping) on upgrade.
+            log.warning("auth.metrics_open", reason="STT_METRICS_AUTH=true has no effect "
+                        "without STT_AUTH_TOKENS: /metrics and every other endpoint are open")
 
     @property
     def enabled(self) -> bool:

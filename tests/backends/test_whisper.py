@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from backends.base import BackendError, StreamOptions
-from backends.whisper import _agreed_prefix
-from backends.whisper_decode import _text_within
+from backends.whisper import _agreed_prefix, _quiet_boundary
+from backends.whisper_decode import _text_within, _word_ends
 from tests.backends.conformance import FIXTURES, BackendConformance, run_clip
 
 pytest.importorskip("faster_whisper")
@@ -113,6 +113,23 @@ def test_text_stamped_after_the_audio_end_is_dropped():
     assert _text_within([1, 2, _Tokens.eot], _Tokens, 1.0) == [1, 2]  # no stamps: keep all
 
 
+def test_word_ends_follow_the_aligner_across_its_own_word_splits():
+    alignment = [{"word": " well", "end": 0.4}, {"word": "-known", "end": 0.8},
+                 {"word": " Mr", "end": 1.0}, {"word": ".", "end": 1.1},
+                 {"word": " Smith", "end": 1.6}]
+    assert _word_ends(alignment, ["well-known", "Mr.", "Smith"]) == [0.8, 1.1, 1.6]
+    assert _word_ends(alignment, ["something", "else"]) is None
+
+
+def test_a_partial_window_moves_on_at_the_quietest_word_boundary():
+    audio = np.random.default_rng(0).normal(0, 0.1, 3 * 16000).astype(np.float32)
+    audio[16000 : int(1.3 * 16000)] *= 0.01  # a pause after the second word
+    k, cut = _quiet_boundary(audio, [0.5, 1.1, 2.0, 2.6], 4)
+    assert k == 2 and 16000 <= cut <= 1.3 * 16000
+    loud = np.random.default_rng(1).normal(0, 0.1, 3 * 16000).astype(np.float32)
+    assert _quiet_boundary(loud, [0.5, 1.1, 2.0, 2.6], 4)[0] == 4  # no pause: the latest
+
+
 def test_segment_longer_than_one_window_is_transcribed_whole(whisper):
     pcm = FIXTURES["lj_LJ001-0001"].pcm()
     gap = np.zeros(16000, dtype=np.int16)
@@ -124,3 +141,50 @@ def test_segment_longer_than_one_window_is_transcribed_whole(whisper):
     stream.close()
     assert hyp.words[-1].end_ms > 25_000, "words from every window"
     assert [w.start_ms for w in hyp.words] == sorted(w.start_ms for w in hyp.words)
+
+
+# 44.6 s of distinct read speech: one segment with vad_silence_ms=10000 (the longest pause in
+# it is 2.5 s). Repeating one clip instead would trip the compression-ratio guard.
+LONG_CLIPS = ("fw_jfk", "lj_LJ001-0001", "fleurs_en_004", "ls_6930_75918_0000",
+              "ep_lj001_0002_0003_pause2p5")
+
+
+def long_speech() -> tuple[np.ndarray, str]:
+    # fleurs_en_004 is recorded ~47 dB below the others (peak 111): brought to their level
+    parts = [FIXTURES[c].pcm().astype(np.int32) * (200 if c.startswith("fleurs") else 1)
+             for c in LONG_CLIPS]
+    return np.concatenate(parts).astype(np.int16), " ".join(FIXTURES[c].text for c in LONG_CLIPS)
+
+
+async def test_a_segment_longer_than_one_window_streams_to_the_end(start_server, monkeypatch):
+    """max_segment_ms may exceed Whisper's 30 s window: partials go on (over a bounded
+    window) and the final holds all of the speech."""
+    import backends.whisper as module
+    from tests.client import stream
+
+    decoded: list[int] = []
+    decode_partial = module.decode_partial
+
+    def recording(model, prompts, audio, *args, **kwargs):
+        decoded.append(audio.size)
+        return decode_partial(model, prompts, audio, *args, **kwargs)
+
+    monkeypatch.setattr(module, "decode_partial", recording)
+    server = start_server(backend="whisper", whisper_cpu_threads=2)
+    audio, reference = long_speech()
+    assert audio.size > 44 * 16000
+    result = await stream(server.ws_url(max_segment_ms=60000, vad_silence_ms=10000), audio,
+                          realtime=5.0, wait_s=120)
+    assert result.close_code == 1000 and result.of("error") == [], result.messages[-3:]
+    (final,) = result.of("final")
+    assert final["reason"] == "eos"
+    assert word_error_rate(final["text"], reference) <= 0.2, final["text"]
+    assert max(decoded) <= 25 * 16000, "a partial decodes a bounded window"
+    late = [p for p in result.of("partial") if p["end_ms"] - p["start_ms"] > 35_000]
+    assert late, "partials go on past 30 s"
+    words = [NORMALISE(p["text"]).split() for p in late]
+    assert {"chinese", "impressions", "netherlands"} & {w for ws in words for w in ws}, \
+        "partials decode the speech after 30 s"
+    assert min(word_error_rate(p["text"], reference) for p in late) <= 0.3, late[-1]["text"]
+    # words committed when the window moved on stay put: the late partials start alike
+    assert all(ws[:30] == words[0][:30] for ws in words)
