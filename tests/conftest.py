@@ -24,3 +24,17 @@ def start_server():
 @pytest.fixture
 def server(start_server) -> RunningServer:
     return start_server()
+
+
+@pytest.fixture
+def tls_files(tmp_path):
+    """A certificate for 127.0.0.1 from a test CA: (ca, certfile, keyfile)."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    for pem in cert.cert_chain_pems[1:]:
+        pem.write_to_path(str(certfile), append=True)
+    cert.private_key_pem.write_to_path(str(keyfile))
+    return ca, certfile, keyfile

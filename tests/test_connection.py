@@ -538,15 +538,8 @@ async def test_slow_consumer_socket_is_released(start_server):
     await still_serves(server)
 
 
-def test_over_tls_refusals_reach_the_client_and_early_data_is_kept(start_server, tmp_path):
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.cert_chain_pems[0].write_to_path(str(certfile))
-    for pem in cert.cert_chain_pems[1:]:
-        pem.write_to_path(str(certfile), append=True)
-    cert.private_key_pem.write_to_path(str(keyfile))
+def test_over_tls_refusals_reach_the_client_and_early_data_is_kept(start_server, tls_files):
+    ca, certfile, keyfile = tls_files
     server = start_server(ssl_certfile=certfile, ssl_keyfile=keyfile)
     context = ssl.create_default_context()
     ca.configure_trust(context)

@@ -99,15 +99,8 @@ async def test_origin_allow_list(start_server):
         assert '"ready"' in await ws.recv()
 
 
-async def test_tls_serves_wss_and_https(start_server, tmp_path):
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.cert_chain_pems[0].write_to_path(str(certfile))
-    for pem in cert.cert_chain_pems[1:]:
-        pem.write_to_path(str(certfile), append=True)
-    cert.private_key_pem.write_to_path(str(keyfile))
+async def test_tls_serves_wss_and_https(start_server, tls_files):
+    ca, certfile, keyfile = tls_files
     server = start_server(ssl_certfile=certfile, ssl_keyfile=keyfile)
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)

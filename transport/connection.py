@@ -403,14 +403,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
                 self._over_the_limit(data)
                 return
             self._head_bytes += len(data)
-        # uvicorn's data_received (0.54.0), keeping the bytes after an upgrade request.
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            self._upgrade_or_warn(data[exc.args[0]:])
-            return
-        except httptools.HttpParserError:
-            self._parser_error()
+        if not self._feed(data):
             return
         # A head has started and is not complete: time it. The first one is timed from the
         # connection's opening; on keep-alive, uvicorn's keep-alive timeout bounded the wait
@@ -418,18 +411,25 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         if self._in_head and self._head_bytes and self._head_timer is None:
             self._time_head()
 
+    def _feed(self, data: bytes) -> bool:
+        """uvicorn's data_received (0.54.0), keeping the bytes after an upgrade request;
+        False when the connection was handed on (upgrade) or refused."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade_or_warn(data[exc.args[0]:])
+            return False
+        except httptools.HttpParserError:
+            self._parser_error()
+            return False
+        return True
+
     def _over_the_limit(self, data: bytes) -> None:
         """This read takes the head past the limit, unless the head ends in it."""
         room = self._max_head - self._head_bytes
         heads = self._heads
         self._head_bytes += room
-        try:
-            self.parser.feed_data(data[:room])
-        except httptools.HttpParserUpgrade as exc:
-            self._upgrade_or_warn(data[exc.args[0]:])
-            return
-        except httptools.HttpParserError:
-            self._parser_error()
+        if not self._feed(data[:room]):
             return
         if self._heads == heads:  # still in the same head, and it is over the limit
             self._refuse_head_too_large()
