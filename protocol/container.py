@@ -8,7 +8,10 @@ demuxer waits, so a tiny file that expands to hours of audio never sits in memor
 demuxer needs more input it says so (``_STARVED``), which ends one ``feed``.
 
 Nothing in a header is trusted: duration is counted as samples are decoded, and a sample rate
-outside 8–384 kHz is refused before anything is decoded.
+outside 8–384 kHz is refused before anything is decoded. Decoders with float output (float
+PCM, and lossy codecs) can produce NaN or infinite samples: they are refused as on the raw
+``pcm_f32le`` path, checked once per handed-over piece (NaN and inf survive downmixing and
+resampling), which costs about 4 µs per second of audio; integer formats are not checked.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ _STARVED = object()  # the demuxer waits for input
 _END = object()  # input exhausted and every frame decoded
 _CHUNK_SAMPLES = TARGET_RATE  # decoded audio is handed over in pieces of up to 1 s
 _SPOOL_MEMORY = 8 * 1024 * 1024  # seekable inputs (MP4) beyond this spill to a temp file
+_ID3_HEADER = 10
 
 
 class AudioTooLong(ProtocolError):
@@ -86,12 +90,16 @@ class ContainerDecoder:
         self._max_samples = int(max_seconds * TARGET_RATE) or None
         self._out: janus.Queue = janus.Queue(maxsize=4)
         self._spool = (tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY) if seekable
-                       else None)
+                       else None)  # closed by close() before the thread starts, by it after
         self._pipe = _Pipe(self._starved)
+        self._head = b""  # the input's first bytes, until an ID3v2 header can be recognised
+        self._id3_end = 0  # where a leading ID3v2 tag says it ends (0: none)
+        self.received_bytes = 0
         self._pending: list[np.ndarray] = []
         self._pending_samples = 0
         self.decoded_samples = 0
         self.input_rate: int | None = None
+        self._floats = False  # the decoder gives float samples (which may be NaN or inf)
         self._thread = threading.Thread(target=self._run, name="sttd-demux", daemon=True)
         self._started = False
         self._done = False
@@ -100,6 +108,10 @@ class ContainerDecoder:
         """Hand over input; yields the audio decodable so far."""
         if self._done or not data:
             return
+        self.received_bytes += len(data)
+        if len(self._head) < _ID3_HEADER:
+            self._head += data[:_ID3_HEADER]
+            self._id3_end = _id3_end(self._head)
         if self._spool is not None:
             self._spool.write(data)
             return
@@ -119,12 +131,23 @@ class ContainerDecoder:
         async for pcm in self._collect(until_end=True):
             yield pcm
         self._done = True
+        if self._id3_end > self.received_bytes:
+            # FFmpeg skips a leading ID3v2 tag by the length the tag claims: a header that
+            # claims more than the whole input swallows the audio after it without an error.
+            raise ProtocolError(
+                ErrorCode.INVALID_AUDIO,
+                f"the ID3v2 tag at the start claims {self._id3_end} bytes, more than the "
+                f"{self.received_bytes} sent: the audio after it cannot be found",
+            )
 
     def close(self) -> None:
-        """Stop the demuxer thread wherever it is (the session is over)."""
+        """Stop the demuxer thread wherever it is (the session is over) and free the spool.
+        A started thread closes the spool itself once FFmpeg has let go of it."""
         self._done = True
         self._pipe.end()
         self._out.shutdown(immediate=True)
+        if not self._started and self._spool is not None:
+            self._spool.close()
 
     def _start(self) -> None:
         if not self._started:
@@ -160,6 +183,9 @@ class ContainerDecoder:
         if self._pending:
             pcm = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
             self._pending, self._pending_samples = [], 0
+            if self._floats and not np.isfinite(pcm).all():
+                raise ProtocolError(ErrorCode.INVALID_AUDIO,
+                                    "the audio holds NaN or infinite float samples")
             self._put(to_s16(pcm).tobytes())
 
     def _run(self) -> None:
@@ -172,7 +198,10 @@ class ContainerDecoder:
         except ProtocolError as exc:
             self._offer_error(exc)
         except Exception as exc:  # FFmpeg's errors, and anything a hostile file provokes
-            self._offer_error(_as_protocol_error(exc))
+            self._offer_error(_as_protocol_error(exc, self.decoded_samples / TARGET_RATE))
+        finally:
+            if self._spool is not None:
+                self._spool.close()  # its deleted temp file (inputs over 8 MB) goes with it
 
     def _offer_error(self, exc: ProtocolError) -> None:
         try:
@@ -207,6 +236,8 @@ class ContainerDecoder:
                             self._keep(resampler.flush())
                         resampler = Resampler(rate)
                         self.input_rate = rate
+                    if not self._floats and frame.format.name[:3] in ("flt", "dbl"):
+                        self._floats = True
                     samples, channels = frame_to_float(frame)
                     self._keep(resampler.process(downmix(samples, channels)))
             if resampler is not None:
@@ -224,10 +255,26 @@ class ContainerDecoder:
             self._hand_over()
 
 
-def _as_protocol_error(exc: Exception) -> ProtocolError:
+def _id3_end(head: bytes) -> int:
+    """Where a leading ID3v2 tag claims to end (header, body, footer), or 0."""
+    if (len(head) < _ID3_HEADER or head[:3] != b"ID3" or not 2 <= head[3] <= 4
+            or any(b & 0x80 for b in head[6:10])):
+        return 0
+    size = (head[6] << 21) | (head[7] << 14) | (head[8] << 7) | head[9]  # synchsafe
+    footer = _ID3_HEADER if head[3] == 4 and head[5] & 0x10 else 0
+    return _ID3_HEADER + size + footer
+
+
+def _as_protocol_error(exc: Exception, at_seconds: float = 0.0) -> ProtocolError:
     import av
 
+    where = f" after {at_seconds:.1f} s" if at_seconds else ""
     if isinstance(exc, av.error.FFmpegError):
-        return ProtocolError(ErrorCode.INVALID_AUDIO,
-                             f"could not decode the audio: {exc.strerror or type(exc).__name__}")
-    return ProtocolError(ErrorCode.INVALID_AUDIO, f"could not decode the audio: {exc}")
+        reason = exc.strerror or type(exc).__name__
+        if isinstance(exc, av.error.PatchWelcomeError) and at_seconds:
+            reason += (" (the stream changes format mid-way in a way FFmpeg cannot follow, "
+                       "such as a chained Ogg whose sample rate or channels change; send the "
+                       "parts as separate files)")
+    else:
+        reason = str(exc)
+    return ProtocolError(ErrorCode.INVALID_AUDIO, f"could not decode the audio{where}: {reason}")

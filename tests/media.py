@@ -26,9 +26,15 @@ FORMATS: dict[str, tuple[str, str, int, int, dict]] = {
 
 def encode(pcm16k: np.ndarray, name: str) -> bytes:
     """16 kHz mono int16 samples → a complete file in the named format."""
+    return encode_as(pcm16k, *FORMATS[name])
+
+
+def encode_as(pcm16k: np.ndarray, fmt: str, codec: str, rate: int, channels: int,
+              options: dict | None = None) -> bytes:
+    """16 kHz mono int16 samples → a complete file in any container, codec and layout."""
     import av
 
-    fmt, codec, rate, channels, options = FORMATS[name]
+    options = options or {}
     layout = "stereo" if channels == 2 else "mono"
     buf = io.BytesIO()
     with av.open(buf, "w", format=fmt) as out:
@@ -60,3 +66,87 @@ def g711(pcm16k: np.ndarray, codec: str, rate: int = 8000) -> bytes:
     for f in resampler.resample(frame) + resampler.resample(None):
         out += b"".join(bytes(p) for p in ctx.encode(f))
     return out + b"".join(bytes(p) for p in ctx.encode(None))
+
+
+def silence_flac(seconds: float, rate: int = 16000, level: int = 0) -> bytes:
+    """Digital silence (or a constant ``level``: a DC offset the energy VAD takes for speech)
+    as FLAC in the largest frames FLAC allows (65535 samples): about 20 KB per hour at 16 kHz,
+    so hours of audio fit in one socket read."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="flac") as out:
+        stream = out.add_stream("flac", rate=rate, layout="mono", options={"frame_size": "65535"})
+        stream.codec_context.format = "s16"
+        stream.codec_context.open()
+        n = stream.codec_context.frame_size
+        flat = np.full((1, n), level, dtype=np.int16)
+        for i in range(int(seconds * rate) // n):
+            frame = av.AudioFrame.from_ndarray(flat, format="s16", layout="mono")
+            frame.sample_rate, frame.pts = rate, i * n
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return _without_padding(buf.getvalue())
+
+
+def _without_padding(flac: bytes) -> bytes:
+    """The FLAC stream minus its PADDING metadata blocks (FFmpeg writes 8 KB of them)."""
+    blocks, pos, last = [], 4, False
+    while not last:
+        last, kind = bool(flac[pos] & 0x80), flac[pos] & 0x7F
+        size = int.from_bytes(flac[pos + 1 : pos + 4], "big")
+        if kind != 1:
+            blocks.append(bytearray(flac[pos : pos + 4 + size]))
+        pos += 4 + size
+    for block in blocks:
+        block[0] &= 0x7F
+    blocks[-1][0] |= 0x80
+    return b"fLaC" + b"".join(blocks) + flac[pos:]
+
+
+def float_wav(samples: np.ndarray, rate: int = 16000, channels: int = 1) -> bytes:
+    """An IEEE-float WAV (format tag 3) holding exactly ``samples`` (interleaved; any float
+    value, NaN and inf included: ``wave`` cannot write these)."""
+    data = np.asarray(samples, dtype="<f4").tobytes()
+    fmt = (b"fmt " + (16).to_bytes(4, "little") + (3).to_bytes(2, "little")
+           + channels.to_bytes(2, "little") + rate.to_bytes(4, "little")
+           + (rate * channels * 4).to_bytes(4, "little") + (channels * 4).to_bytes(2, "little")
+           + (32).to_bytes(2, "little"))
+    body = b"WAVE" + fmt + b"data" + len(data).to_bytes(4, "little") + data
+    return b"RIFF" + len(body).to_bytes(4, "little") + body
+
+
+def pcm_mov(pcm16k: np.ndarray) -> bytes:
+    """16 kHz mono s16 in a QuickTime/MP4 container (``ftyp`` first, index at the end), cheap
+    to make at any size: 32 KB per second."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mov") as out:
+        stream = out.add_stream("pcm_s16le", rate=16000, layout="mono")
+        step = 16000
+        for i in range(0, pcm16k.size, step):
+            frame = av.AudioFrame.from_ndarray(pcm16k[i : i + step].reshape(1, -1).astype(np.int16),
+                                               format="s16", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def multipart(data: bytes, *, boundary: str = "sttd-test-boundary", filename: str = "a.bin",
+              fields: dict[str, str] | None = None) -> tuple[bytes, str]:
+    """A complete multipart/form-data body with ``fields`` then a ``file`` part; returns
+    (body, Content-Type). Cut it to test truncation."""
+    out = b""
+    for name, value in (fields or {}).items():
+        out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n"
+                f"{value}\r\n").encode()
+    out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
+    out += data + f"\r\n--{boundary}--\r\n".encode()
+    return out, f"multipart/form-data; boundary={boundary}"

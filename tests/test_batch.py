@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.backends.conformance import FIXTURES
-from tests.media import FORMATS, encode
+from tests.media import FORMATS, encode, encode_as, float_wav
 
 CLIP = FIXTURES["lj_LJ001-0001"]
 TURNS = FIXTURES["ep_ls_three_turns_pause4"]
@@ -231,3 +231,39 @@ async def test_a_stalled_upload_gets_408_and_frees_its_slot(start_server):
     assert r.status_code == 408 and r.json()["error"]["code"] == "upload_timeout"
     r = await post(server, content=data, headers={"Content-Type": "audio/wav"})
     assert r.status_code == 200  # the slot came back
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+async def test_float_wav_with_nan_or_inf_is_invalid_audio(server, bad):
+    """As raw pcm_f32le frames are: NaN used to reach the backend as -32768."""
+    x = CLIP.pcm().astype(np.float32) / 32768
+    if bad == "nan":
+        x[::7] = np.nan
+    else:
+        x[16000 : 16000 * 4] = np.inf
+    r = await post(server, content=float_wav(x), headers={"Content-Type": "audio/wav"})
+    await assert_error(r, 400, "invalid_audio")
+    assert "NaN or infinite" in r.json()["error"]["message"]
+    finite = await post(server, files={"file": ("f.wav", float_wav(np.nan_to_num(x, posinf=0)))})
+    assert finite.status_code == 200
+
+
+async def test_an_id3_tag_claiming_more_than_the_file_is_invalid_audio(tolerant_server):
+    """FFmpeg skips what a leading ID3v2 tag claims; claiming 256 MB swallowed the MP3 after
+    it (200 with a cut transcript). Now refused."""
+    lying = b"ID3\x04\x00\x00\x7f\x7f\x7f\x7f" + encode(CLIP.pcm(), "mp3_44k")
+    r = await post(tolerant_server, content=lying, headers={"Content-Type": "audio/mpeg"})
+    await assert_error(r, 400, "invalid_audio")
+    assert "ID3v2" in r.json()["error"]["message"]
+
+
+async def test_a_chained_ogg_that_changes_rate_is_refused_with_where(tolerant_server):
+    first = encode(CLIP.pcm(), "ogg_vorbis_44k_stereo")
+    second = encode_as(CLIP.pcm(), "ogg", "vorbis", 22050, 2, {"strict": "experimental"})
+    r = await post(tolerant_server, files={"file": ("chain.ogg", first + second)})
+    await assert_error(r, 400, "invalid_audio")
+    message = r.json()["error"]["message"]
+    assert "after 9." in message and "chained Ogg" in message, message
+    r = await post(tolerant_server, files={"file": ("chain.ogg", first + first)})
+    assert r.status_code == 200  # the same parameters chain fine: all of it is decoded
+    assert abs(r.json()["duration_ms"] - 2 * CLIP.pcm().size / 16) < 300

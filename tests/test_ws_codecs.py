@@ -8,7 +8,7 @@ import pytest
 
 from tests.backends.conformance import FIXTURES
 from tests.client import stream
-from tests.media import encode, g711
+from tests.media import encode, float_wav, g711
 
 CLIP = FIXTURES["lj_LJ001-0001"]
 
@@ -84,3 +84,22 @@ async def test_garbage_container_stream_is_an_error_not_a_hang(tolerant_server):
     assert error["code"] in ("unsupported_audio", "invalid_audio")
     assert result.close_code == 1008
     assert tolerant_server.get("/ready")[0] == 200
+
+
+async def test_float_wav_stream_with_nan_is_refused_like_raw_f32(tolerant_server):
+    x = CLIP.pcm().astype(np.float32) / 32768
+    x[16000::7] = np.nan  # clean for the first second
+    url = tolerant_server.ws_url(codec="wav", sample_rate=None)
+    result = await stream(url, float_wav(x), frame_ms=125)
+    (error,) = result.of("error")
+    assert error["code"] == "invalid_audio" and "NaN" in error["message"]
+    assert result.close_code == 1008
+
+
+async def test_mp3_stream_behind_a_lying_id3_tag_is_refused(tolerant_server):
+    lying = b"ID3\x04\x00\x00\x7f\x7f\x7f\x7f" + encode(CLIP.pcm(), "mp3_44k")
+    url = tolerant_server.ws_url(codec="mp3", sample_rate=None)
+    result = await stream(url, lying, frame_ms=125)
+    (error,) = result.of("error")
+    assert error["code"] == "invalid_audio" and "ID3v2" in error["message"]
+    assert result.close_code == 1008

@@ -9,13 +9,14 @@ upload is read more slowly. A request holds one session slot while it runs.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
-import janus
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from inference.job import AudioChunk, Control, ControlItem, SessionJob
 from protocol import batch
@@ -25,7 +26,7 @@ from protocol.pcm import TARGET_RATE
 from session.events import ErrorCode, Final, SessionEnd, SessionError
 from transport.capacity import Slot
 from transport.context import ServerContext
-from transport.multipart import FilePart, iter_upload
+from transport.multipart import FilePart, UploadBody, UploadLimits, iter_upload
 from transport.recognition import RecognitionOptions, open_recognizer
 
 log = structlog.get_logger("sttd.batch")
@@ -40,7 +41,9 @@ _STATUS = {
     ErrorCode.BACKEND_ERROR: 500,
     ErrorCode.INTERNAL_ERROR: 500,
 }
-_IN_QUEUE = 8  # decoded pieces (≤ 1 s each) waiting for recognition
+# stt_batch_requests_total status of a request whose client disconnected before its answer
+# (nginx's "client closed request"; never sent, there is nobody to send it to)
+CLIENT_CLOSED = "499"
 
 _OPENAPI = {
     "parameters": [
@@ -92,7 +95,9 @@ _OPENAPI = {
         }},
         "400": {"description": "Bad parameters or undecodable audio."},
         "401": {"description": "Missing or wrong bearer token (when STT_AUTH_TOKENS is set)."},
-        "408": {"description": "The upload stalled for STT_UPLOAD_IDLE_TIMEOUT_SEC."},
+        "408": {"description": "The upload stalled for STT_UPLOAD_IDLE_TIMEOUT_SEC, took "
+                "longer than STT_UPLOAD_DEADLINE_SEC, or arrived slower than "
+                "STT_UPLOAD_MIN_BYTES_PER_SEC (with audio slower than real time)."},
         "413": {"description": "Upload or audio duration over the limit."},
         "415": {"description": "Not a media type or audio format the server decodes."},
         "503": {"description": "Server full or not ready."},
@@ -119,6 +124,7 @@ async def transcribe(request: Request) -> Response:
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
     if ctx.draining:
+        ctx.metrics.rejections.labels("draining").inc()
         response = _error(ctx, 503, "draining", "the server is shutting down; retry elsewhere")
         response.headers["Retry-After"] = "1"
         return response
@@ -138,14 +144,65 @@ async def transcribe(request: Request) -> Response:
 
 
 async def _transcribe(request: Request, ctx: ServerContext, slot: Slot) -> Response:
+    """Reads and recognises the upload; stops at once when the client goes away, during the
+    upload or after it (what it sent is not recognised for nobody)."""
     started = time.monotonic()
+    s = ctx.settings
+    decoding: list[ContainerDecoder] = []  # the decoder, once the file part has begun
+    body = UploadBody(
+        request.receive,
+        UploadLimits(max_bytes=s.max_upload_bytes, idle_timeout_s=s.upload_idle_timeout_sec,
+                     min_bytes_per_sec=s.upload_min_bytes_per_sec,
+                     deadline_s=s.upload_deadline_sec),
+        audio_seconds=lambda: decoding[0].decoded_samples / TARGET_RATE if decoding else 0.0,
+    )
+    reader = asyncio.create_task(body.run())
+    work = asyncio.create_task(_recognise(request, ctx, slot, body, decoding, started))
+    try:
+        await asyncio.wait((work, reader), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the server is stopping: stop the work too
+        work.cancel()
+        reader.cancel()
+        await asyncio.gather(work, reader, return_exceptions=True)
+        raise
+    if not reader.done():  # answered (or refused) while the client listens
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        return work.result()
+    # The reader stopped first: a limit (408, 413) or the client left, during the upload or
+    # after it. Either way, stop decoding and recognising now.
+    work.cancel()
+    await asyncio.gather(work, return_exceptions=True)
+    if not work.cancelled():
+        exc = work.exception()
+        if exc is None:
+            return work.result()  # it had just finished
+        if not isinstance(exc, ProtocolError | ClientDisconnect):
+            raise exc
+    if not reader.cancelled() and reader.exception() is not None:
+        raise reader.exception()
+    return _client_gone(ctx, body, decoding, started,
+                        "recognition" if body.complete else "upload")
+
+
+def _client_gone(ctx: ServerContext, body: UploadBody, decoding: list[ContainerDecoder],
+                 started: float, during: str) -> Response:
+    """Counted as 499 (nginx's "client closed request"); nobody reads the response."""
+    ctx.metrics.batch_requests.labels(CLIENT_CLOSED).inc()
+    log.info("batch.client_gone", during=during, received_bytes=body.bytes,
+             decoded_ms=decoding[0].decoded_samples * 1000 // TARGET_RATE if decoding else 0,
+             latency_ms=round((time.monotonic() - started) * 1000))
+    return Response(status_code=int(CLIENT_CLOSED))
+
+
+async def _recognise(request: Request, ctx: ServerContext, slot: Slot, body: UploadBody,
+                     decoding: list[ContainerDecoder], started: float) -> Response:
     s = ctx.settings
     fields = dict(request.query_params)
     run: BatchRun | None = None
     decoder: ContainerDecoder | None = None
     try:
-        async for part in iter_upload(request, s.max_upload_bytes, fields,
-                                      s.upload_idle_timeout_sec):
+        async for part in iter_upload(request, body, fields):
             assert isinstance(part, FilePart)
             params = batch.parse_params(fields)
             recognizer = await open_recognizer(ctx, RecognitionOptions(
@@ -158,42 +215,46 @@ async def _transcribe(request: Request, ctx: ServerContext, slot: Slot) -> Respo
                 "mp4" if part.is_mp4 else "auto", max_seconds=s.max_audio_seconds,
                 seekable=part.is_mp4,
             )
+            decoding.append(decoder)
             async for chunk in part.chunks:
                 async for pcm in decoder.feed(chunk):
                     await run.feed(pcm)
-            async for pcm in decoder.finish():
-                await run.feed(pcm)
+        # The whole body has been read: a multipart body cut off before its closing boundary
+        # was refused above, before the end of the audio is decoded as if it were complete.
         if run is None:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "no audio: send it as the body "
                                 "(Content-Type audio/*) or as a multipart 'file' field")
+        async for pcm in decoder.finish():
+            await run.feed(pcm)
         params = batch.parse_params(fields)  # response_format may follow the file
         finals = await run.finish()
     finally:
         if decoder is not None:
             decoder.close()
         if run is not None:
+            run.disconnected = body.client_left
             run.close()
     duration_ms = run.samples * 1000 // TARGET_RATE
     latency_ms = round((time.monotonic() - started) * 1000)
     ctx.metrics.batch_requests.labels("200").inc()
     log.info("batch.done", duration_ms=duration_ms, latency_ms=latency_ms,
              segments=len(finals), response_format=params.response_format)
-    body = batch.render(params.response_format, finals, duration_ms, latency_ms)
-    return Response(body, media_type=batch.MEDIA_TYPES[params.response_format])
+    rendered = batch.render(params.response_format, finals, duration_ms, latency_ms)
+    return Response(rendered, media_type=batch.MEDIA_TYPES[params.response_format])
 
 
 class BatchRun:
     """One upload's recognition on the shared inference pool: audio in with backpressure,
     finals out."""
 
+    disconnected = False  # set when the client went away (the session is counted so)
+
     def __init__(self, ctx: ServerContext, recognizer) -> None:
         self._ctx = ctx
-        self._in: janus.Queue = janus.Queue(maxsize=_IN_QUEUE)
-        self._out: janus.Queue = janus.Queue()
         self.job = SessionJob(
-            recognizer, in_queue=self._in, out_queue=self._out,
+            recognizer, schedule=ctx.batcher.schedule, metrics=ctx.metrics,
+            sample_rate=TARGET_RATE, in_queue_ms=ctx.settings.in_queue_ms,
             out_queue_size=1 << 30,  # finals only: never shed
-            schedule=ctx.batcher.schedule, metrics=ctx.metrics, sample_rate=TARGET_RATE,
         )
         self.samples = 0
         self._completed = False
@@ -216,7 +277,7 @@ class BatchRun:
         return finals
 
     async def _events(self) -> AsyncIterator:
-        get = self._out.async_q.get
+        get = self.job.events.get
         while not isinstance(event := await get(), SessionEnd):
             yield event
             if isinstance(event, SessionError):
@@ -225,7 +286,7 @@ class BatchRun:
     def close(self) -> None:
         job = self.job
         job.cancelled = not self._completed
-        dropped = job.offer(ControlItem(Control.CLOSE, time.monotonic()))
-        if dropped is not None:
-            job.discard(dropped)
-        self._ctx.metrics.sessions.labels("completed" if self._completed else "error").inc()
+        job.offer(ControlItem(Control.CLOSE, time.monotonic()))
+        outcome = ("completed" if self._completed
+                   else "disconnected" if self.disconnected else "error")
+        self._ctx.metrics.sessions.labels(outcome).inc()

@@ -411,11 +411,12 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         if self._in_head and self._head_bytes and self._head_timer is None:
             self._time_head()
 
-    def _feed(self, data: bytes) -> bool:
-        """uvicorn's data_received (0.54.0), keeping the bytes after an upgrade request;
-        False when the connection was handed on (upgrade) or refused."""
+    def _feed(self, data: bytes, upto: int | None = None) -> bool:
+        """uvicorn's data_received (0.54.0) on ``data[:upto]``, keeping every byte after an
+        upgrade request (all of ``data``: frames sent early); False when the connection was
+        handed on (upgrade) or refused."""
         try:
-            self.parser.feed_data(data)
+            self.parser.feed_data(data if upto is None else data[:upto])
         except httptools.HttpParserUpgrade as exc:
             self._upgrade_or_warn(data[exc.args[0]:])
             return False
@@ -429,7 +430,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         room = self._max_head - self._head_bytes
         heads = self._heads
         self._head_bytes += room
-        if not self._feed(data[:room]):
+        if not self._feed(data, upto=room):
             return
         if self._heads == heads:  # still in the same head, and it is over the limit
             self._refuse_head_too_large()
