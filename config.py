@@ -73,10 +73,12 @@ class Settings(BaseSettings):
     )
     upload_min_bytes_per_sec: int = Field(
         4096, ge=0, description="Slowest average upload rate accepted once the idle timeout "
-        "has passed (a slow drip holds a session slot); 0 = no minimum."
+        "has passed (a slow drip holds a session slot); an upload whose audio arrives at "
+        "least half as fast as real time passes at an eighth of it; 0 = no minimum."
     )
     upload_deadline_sec: float = Field(
-        3600.0, gt=0, description="Longest an upload body may take to arrive, in total."
+        3600.0, gt=0, description="Longest an upload body may take to arrive, in total "
+        "(time the server spends not reading, because recognition is behind, not counted)."
     )
 
     # Connections, before any session exists (transport/connection.py).

@@ -70,7 +70,7 @@ def g711(pcm16k: np.ndarray, codec: str, rate: int = 8000) -> bytes:
 
 def silence_flac(seconds: float, rate: int = 16000, level: int = 0) -> bytes:
     """Digital silence (or a constant ``level``: a DC offset the energy VAD takes for speech)
-    as FLAC in the largest frames FLAC allows (65535 samples): about 20 KB per hour at 16 kHz,
+    as FLAC in the largest frames FLAC allows (65535 samples): about 12 KB per hour at 16 kHz,
     so hours of audio fit in one socket read."""
     import av
 

@@ -15,7 +15,7 @@ client's (a slow backend never makes an upload "too slow"). Three limits, each a
   real time (``audio_seconds``) while averaging at least an eighth of that minimum (512 B/s,
   4 kbit/s, at the default): a live capture streamed as a chunked upload at real time passes
   at any speech codec's bitrate (Opus ≥ 6 kbit/s, MP3, G.711, PCM), while compressed silence
-  crafted to be real-time audio for a few bytes a second (FLAC: ~6 B/s) does not.
+  crafted to be real-time audio for a few bytes a second (FLAC: ~3 B/s) does not.
 
   An average over the whole body, not a sliding window: bursts and stalls of a client on a
   poor link are absorbed (a window would refuse a client that catches up after a stall),
