@@ -96,7 +96,8 @@ class Settings(BaseSettings):
         "yet, in all; more are closed at once."
     )
     max_pending_connections_per_ip: int = Field(
-        64, ge=1, description="The same, per client address."
+        256, ge=1, description="The same, per client address (a burst of handshakes from "
+        "one load balancer or load generator is pending all at once for a moment)."
     )
 
     @property
