@@ -182,9 +182,9 @@ def fixture_mix(seconds: float) -> bytes:
 def whisper(args) -> dict:
     """``sttd stream FILE --speed 0`` (the project's own client) against the batch endpoint."""
     import httpx
+    import jiwer
 
     from bench.wer import NORMALISE
-    import jiwer
 
     clip = next(json.loads(line) for line in (EVAL / "manifest.jsonl").open()
                 if json.loads(line)["id"] == args.clip)

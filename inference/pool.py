@@ -109,8 +109,8 @@ class InferencePool:
             with self._cv:
                 while not (self._work or self._stopping or self._partial_ready()):
                     self._cv.wait()
-                if self._stopping:
-                    return
+                if self._stopping and not self._work:
+                    return  # queued work (a session's close and its accounting) runs first
                 if self._work:
                     batch, partial = self._work.popleft(), False
                 else:

@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from config import REPO_ROOT
 from tests.backends.conformance import FIXTURES
 from tests.server import drain, free_port
+from tests.test_batch import wav_bytes
 from tests.test_cli import BIN, wait_ready
 
 CLIP = FIXTURES["lj_LJ001-0001"]  # 9.7 s of continuous speech: one long segment
@@ -66,16 +67,8 @@ def assert_drained(session: dict) -> None:
 
 
 def long_wav(seconds: float) -> bytes:
-    import io
-    import wave
-
     clip = CLIP.pcm()
-    pcm = np.tile(clip, int(seconds * 16000 // clip.size) + 1)[: int(seconds * 16000)]
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
+    return wav_bytes(np.tile(clip, int(seconds * 16000 // clip.size) + 1)[: int(seconds * 16000)])
 
 
 async def slow_upload(base: str, body: bytes, seconds: float) -> httpx.Response:
@@ -198,3 +191,17 @@ def _status(url: str) -> int:
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
+
+
+async def test_sessions_still_busy_at_the_deadline_are_closed_1012_and_counted(start_server):
+    # Every backend call takes 3 s: the drain's final cannot be ready within 0.5 s.
+    server = start_server(mock_delay_ms=3000, inference_threads=1)
+    session = asyncio.create_task(live_session(server.ws_url(call_id="slow")))
+    await asyncio.sleep(1.5)
+    left = await asyncio.to_thread(drain, server, 0.5)
+    assert left == 1
+    await asyncio.to_thread(server.stop)  # uvicorn's own shutdown: what is left gets 1012
+    result = await session
+    assert result["close"] == 1012
+    assert not [m for m in result["messages"] if m.get("reason") == "shutdown"]
+    assert server.ctx.metrics.sessions.labels("drain_timeout")._value.get() == 1

@@ -55,8 +55,9 @@ async def test_binary_eos_is_audio_on_the_native_protocol(server):
 
 
 async def test_commit_without_an_open_segment_is_acknowledged(server):
-    from websockets.asyncio.client import connect
     import json
+
+    from websockets.asyncio.client import connect
 
     async with connect(server.ws_url()) as ws:
         assert json.loads(await ws.recv())["type"] == "ready"

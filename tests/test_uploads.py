@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import io
 import logging
 import os
 import socket
 import threading
 import time
-import wave
 
 import httpx
 import numpy as np
@@ -22,26 +20,10 @@ from starlette.requests import ClientDisconnect
 from tests.backends.conformance import FIXTURES
 from tests.client import stream
 from tests.media import encode, multipart, pcm_mov, silence_flac
+from tests.test_batch import post, wav_bytes, words
 
 CLIP = FIXTURES["lj_LJ001-0001"]
 TURNS = FIXTURES["ep_ls_three_turns_pause4"]
-
-
-def wav_bytes(pcm: np.ndarray, rate: int = 16000) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
-        w.writeframes(pcm.astype("<i2").tobytes())
-    return buf.getvalue()
-
-
-def words(text: str) -> list[str]:
-    return "".join(c for c in text.lower() if c.isalnum() or c.isspace()).split()
-
-
-async def post(server, **kwargs) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.http, timeout=60) as client:
-        return await client.post("/v1/stt/transcribe", **kwargs)
 
 
 def head(content_length: int, content_type: str = "audio/wav") -> bytes:

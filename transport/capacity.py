@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ class SessionSlots:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._live: set[Slot] = set()
+        self._emptied: list[asyncio.Future] = []
 
     def __len__(self) -> int:
         return len(self._live)
@@ -39,3 +41,15 @@ class SessionSlots:
 
     def release(self, session: Slot) -> None:
         self._live.discard(session)
+        if not self._live:
+            for waiter in self._emptied:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._emptied.clear()
+
+    async def wait_until_empty(self) -> None:
+        """Until every slot is released (the drain waits on this)."""
+        if self._live:
+            waiter = asyncio.get_running_loop().create_future()
+            self._emptied.append(waiter)
+            await waiter

@@ -6,9 +6,9 @@ from a signal handler chained in front of uvicorn's: ``/ready`` turns 503 and ne
 and uploads are refused (503, ``Retry-After``) while the listener stays open; every live
 session stops reading, recognises what it has, sends its open segment's final (``reason:
 shutdown``), ``shutting_down`` and close 1012; running uploads are answered. When all are done,
-or after ``STT_DRAIN_TIMEOUT_SEC``, uvicorn's handler runs and closes what is left. A second
-signal skips the wait, a third uvicorn's too. Each ``--workers`` process drains itself on the SIGTERM its supervisor
-forwards.
+or after ``STT_DRAIN_TIMEOUT_SEC``, uvicorn's handler runs and closes what is left. A
+second signal skips the wait, a third uvicorn's too. Each ``--workers`` process drains itself
+on the SIGTERM its supervisor forwards.
 """
 
 from __future__ import annotations
@@ -26,23 +26,24 @@ from transport.context import ServerContext
 log = structlog.get_logger("sttd")
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
-_POLL_SEC = 0.05
 
 
-async def drain(ctx: ServerContext, timeout: float) -> int:
-    """Stop admitting, let every session finish; returns how many were still open at the
-    deadline."""
+async def drain(ctx: ServerContext, seconds: float) -> int:
+    """Stop admitting, let every session finish within ``seconds``; returns how many were
+    still open at the deadline."""
     started = time.monotonic()
     ctx.draining = True
     ctx.metrics.draining.set(1)
     open_at_start = len(ctx.slots)
-    log.info("server.draining", sessions=open_at_start, timeout_s=timeout)
+    log.info("server.draining", sessions=open_at_start, timeout_s=seconds)
     for slot in ctx.slots:
         if slot.drain is not None:
             slot.drain()
-    deadline = started + timeout
-    while len(ctx.slots) and time.monotonic() < deadline:
-        await asyncio.sleep(_POLL_SEC)
+    try:
+        async with asyncio.timeout(seconds):
+            await ctx.slots.wait_until_empty()
+    except TimeoutError:
+        pass
     left = len(ctx.slots)
     log.info("server.drained", sessions=open_at_start, left_open=left,
              duration_s=round(time.monotonic() - started, 3))
