@@ -22,6 +22,7 @@ from session.events import ErrorCode, FinalReason
 from transport import batch, http, native_ws
 from transport.auth import Gate
 from transport.capacity import SessionSlots
+from transport.connection import METRICS_STATE_KEY, REFUSAL_REASONS
 from transport.context import ServerContext
 from transport.drain import install_signal_drain
 
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, backend: ASRBackend | None = No
         metrics.errors: [code.value for code in ErrorCode],
         metrics.audio_dropped: ("queue_full", "disconnect", "session_ended"),
         metrics.segments: [reason.value for reason in FinalReason],
+        metrics.connections_refused: REFUSAL_REASONS,
     })
     metrics.watch_queues(lambda: _queue_depths(ctx))
     if isinstance(backend, EngineBacked):
@@ -78,7 +80,9 @@ def create_app(settings: Settings | None = None, backend: ASRBackend | None = No
             log.info("server.ready", backend=ctx.backend.name, model=ctx.backend.model,
                      max_sessions=settings.max_sessions)
             stack.callback(install_signal_drain(ctx))
-            yield
+            # uvicorn hands its lifespan state to the connection protocols: they count their
+            # refusals in this app's registry.
+            yield {METRICS_STATE_KEY: metrics}
             ctx.ready = False
             metrics.backend_ready.labels(ctx.backend.name).set(0)
 

@@ -61,6 +61,11 @@ class Metrics:
             "stt_audio_dropped_seconds_total", "Accepted audio shed, by reason.", ["reason"],
             registry=r,
         )
+        self.connections_refused = Counter(
+            "stt_connections_refused_total",
+            "Connections refused below the app (transport/connection.py), by reason.",
+            ["reason"], registry=r,
+        )
         self.ingest_held = Counter(
             "stt_ingest_held_seconds_total",
             "Time sessions' sockets went unread because their clients sent faster than real "

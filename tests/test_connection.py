@@ -280,6 +280,7 @@ def test_url_over_the_limit_gets_414(start_server, path):
     request = upgrade_request(url) if "ws" in path else f"GET {url} HTTP/1.1\r\n\r\n".encode()
     threading.Thread(target=lambda: sock.sendall(request), daemon=True).start()
     refused(sock, 414)
+    assert refusals(server)["url_too_long"] == 1
 
 
 @pytest.mark.parametrize("ws", [False, True], ids=["http", "websocket"])
@@ -291,6 +292,7 @@ def test_200_headers_get_431(start_server, ws):
                  f"GET /health HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode())
     body = refused(sock, 431)
     assert "100 header lines" in body["error"]["message"]
+    assert refusals(server)["too_many_headers"] == 1  # the HTTP parser counts first
 
 
 def test_head_at_the_limit_is_served(start_server):
@@ -340,6 +342,13 @@ def test_handshake_websockets_cannot_parse_gets_400(server):
     sock = connect(server)
     sock.sendall(upgrade_request(extra="Transfer-Encoding: chunked\r\n"))
     refused(sock, 400)
+    assert refusals(server)["bad_handshake"] == 1
+
+
+def refusals(server) -> dict[str, float]:
+    """stt_connections_refused_total by reason, scraped from /metrics."""
+    prefix = 'stt_connections_refused_total{reason="'
+    return {k[len(prefix):-2]: v for k, v in server.metrics().items() if k.startswith(prefix)}
 
 
 # -- F2: header timeout and pending connections ----------------------------------------------
@@ -362,6 +371,7 @@ def test_silent_and_trickling_sockets_are_closed_after_the_header_timeout(start_
         body = refused(sock, 408)
         assert body["error"]["code"] == "request_timeout"
     assert server.get("/health")[0] == 200
+    assert refusals(server)["head_timeout"] == 3
 
 
 def test_keep_alive_request_head_is_timed_from_the_previous_response(start_server):
@@ -393,6 +403,7 @@ def test_pending_connection_caps(start_server):
         sock.close()
     server.wait_for(lambda: table.total == 0)
     assert server.get("/health")[0] == 200 and table.by_ip == {}
+    assert refusals(server)["pending_cap"] == 2
 
 
 async def test_fd_exhaustion_shape_is_bounded(start_server):

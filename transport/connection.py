@@ -171,6 +171,19 @@ class PendingConnections:
             del self.by_ip[ip]
 
 
+# Where the app's lifespan leaves its metrics in uvicorn's lifespan state, which uvicorn hands
+# every protocol instance as ``app_state`` (before start-up ends, nothing is counted).
+METRICS_STATE_KEY = "sttd.metrics"
+REFUSAL_REASONS = ("pending_cap", "head_timeout", "url_too_long", "head_too_large",
+                   "too_many_headers", "bad_handshake")
+
+
+def count_refusal(app_state: dict[str, Any], reason: str) -> None:
+    metrics = app_state.get(METRICS_STATE_KEY)
+    if metrics is not None:
+        metrics.connections_refused.labels(reason).inc()
+
+
 def pending_connections(server_state: Any) -> PendingConnections:
     table = getattr(server_state, "sttd_pending", None)
     if table is None:
@@ -368,6 +381,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         ip = self.client[0] if self.client else ""
         if not pending_connections(self.server_state).admit(ip, self.limits):
             self._refused = True
+            count_refusal(self.app_state, "pending_cap")
             self.transport.write(_error_response(
                 503, "capacity", "too many connections are waiting for their request headers",
                 self.server_state.default_headers, ((b"retry-after", b"1"),)))
@@ -452,7 +466,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
 
     def _parser_error(self) -> None:
         if self._refusal is not None:
-            self._refuse(*self._refusal)
+            self._refuse(*self._refusal, reason="too_many_headers")
         else:
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
@@ -468,9 +482,9 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         # The request line alone (method, URL, version) is over the limit: 414.
         url = getattr(self, "url", b"")  # set by uvicorn's on_message_begin
         if not self.headers and len(url) + len("OPTIONS  HTTP/1.1\r\n") >= limit:
-            self._refuse(414, f"request line over {limit} bytes")
+            self._refuse(414, f"request line over {limit} bytes", reason="url_too_long")
         else:
-            self._refuse(431, f"request head over {limit} bytes")
+            self._refuse(431, f"request head over {limit} bytes", reason="head_too_large")
 
     # parser callbacks
 
@@ -511,19 +525,23 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             return  # idle keep-alive: uvicorn's keep-alive timeout closes it
         if self._head_bytes:
             self._refuse(408, f"request headers not complete after "
-                              f"{self.limits.header_timeout:g} s", code="request_timeout")
+                              f"{self.limits.header_timeout:g} s", code="request_timeout",
+                         reason="head_timeout")
         else:
             self._refused = True
+            count_refusal(self.app_state, "head_timeout")
             self.transport.close()
 
     # refusals
 
-    def _refuse(self, status: int, message: str, code: str = "bad_request") -> None:
+    def _refuse(self, status: int, message: str, *, reason: str,
+                code: str = "bad_request") -> None:
         """Answer ``status``, stop writing, and discard what the client still sends for up
         to ``_LINGER_SEC`` before the close."""
         if self._refused:
             return
         self._refused = True
+        count_refusal(self.app_state, reason)
         self._cancel_head_timer()
         self._unset_keepalive_if_required()
         self.logger.info("Request refused: %d %s.", status, message)
@@ -655,6 +673,7 @@ class HardenedWebSocketProtocol(WebSocketsSansIOProtocol):
         else:
             status, message = 400, "not a valid WebSocket handshake request"
         self.handshake_initiated = self.handshake_complete = self.close_sent = True
+        count_refusal(self.app_state, "bad_handshake")
         self.logger.info("WebSocket handshake refused: %d %s.", status, message)
         self.transport.write(_error_response(status, "bad_request", message,
                                              self.default_headers))
