@@ -5,6 +5,7 @@ backpressure and loses nothing; only a live client the server cannot keep up wit
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -73,3 +74,36 @@ async def test_commit_without_an_open_segment_is_acknowledged(server):
         final = [m for m in seen if m["type"] == "final"]
         assert len(final) == 1 and final[0]["reason"] == "commit"
         assert seen[-1]["segment_seq"] == final[0]["segment_seq"]
+
+
+def test_pings_from_a_client_that_does_not_read_queue_a_bounded_number_of_pongs(
+        start_server):
+    """JSON pings from a client that never reads: once the socket and the kernel's buffers
+    are full, pongs would queue until slow_consumer (the probe: +29 MB). A bounded number
+    waits; later pings go unanswered."""
+    import threading
+
+    from tests.test_connection import Reader, connect, frame, upgrade_request
+
+    server = start_server(send_timeout_sec=30)
+    sock = connect(server, rcvbuf=4096)
+    sock.sendall(upgrade_request())
+    assert Reader(sock).response()[0] == 101  # then never read again
+    pings = frame(0x1, b'{"type":"ping"}') * 1000
+    sender = threading.Thread(target=lambda: [sock.sendall(pings) for _ in range(200)],
+                              daemon=True)
+    sender.start()  # 200 000 pings: far more pongs than any socket buffer holds
+    sender.join(60)
+    assert not sender.is_alive(), "the server stopped reading pings"
+
+    def depth() -> int:
+        return max(slot.job.output_depth for slot in server.ctx.slots if slot.job is not None)
+
+    def steady() -> bool:  # every ping read: the queue stops moving
+        now = depth()
+        time.sleep(0.3)
+        return depth() == now
+
+    server.wait_for(steady, timeout=30)
+    assert 900 <= depth() <= 1001, depth()
+    sock.close()

@@ -38,6 +38,9 @@ from session.recognizer import SegmentRecognizer
 from transport.context import ServerContext
 
 
+_MAX_PONGS_WAITING = 1000
+
+
 class Encoder(Protocol):
     def encode(self, event: Event) -> str | None: ...
 
@@ -104,6 +107,7 @@ class LiveSession:
         self.held_seconds = 0.0
         self._unreported_drop = 0
         self._warning_queued = False
+        self._pongs_waiting = 0
         self._last_rx = 0.0
         self._holding = False  # the receive pump waits for room: the client is not idle
         self._in_receive = False  # the receive pump awaits the socket (safe to cancel)
@@ -283,7 +287,11 @@ class LiveSession:
 
     def _command(self, command: Command) -> str:
         if command is Command.PING:
-            self.job.tell(Pong())
+            # A client that pings without reading would queue pongs until slow_consumer
+            # (the probe: +29 MB in 10 s); past this many unsent, pings go unanswered.
+            if self._pongs_waiting < _MAX_PONGS_WAITING:
+                self._pongs_waiting += 1
+                self.job.tell(Pong())
             return "continue"
         kind = Control.COMMIT if command is Command.COMMIT else Control.EOS
         self.job.offer(ControlItem(kind, time.monotonic()))
@@ -329,6 +337,8 @@ class LiveSession:
                     return
                 if isinstance(event, AudioDropped):
                     event = self._take_warning()
+                elif isinstance(event, Pong):
+                    self._pongs_waiting -= 1
                 text = encode(event)
                 if text is not None:
                     try:
