@@ -37,7 +37,6 @@ from session.pacing import IngestPace
 from session.recognizer import SegmentRecognizer
 from transport.context import ServerContext
 
-
 _MAX_PONGS_WAITING = 1000
 
 
@@ -127,6 +126,7 @@ class LiveSession:
         send = asyncio.create_task(self._send_pump())
         try:
             done, _ = await asyncio.wait({recv, send}, return_when=asyncio.FIRST_COMPLETED)
+            self._idle_handle.cancel()  # reading is over: a flush is not the client idling
             if recv in done and (recv.cancelled() or recv.result() == "drain"):
                 await self._finish_for_shutdown()
                 await asyncio.wait_for(send, timeout=self._flush_timeout)
