@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from config import REPO_ROOT
+from observability.metrics import scraped_samples
 
 BIN = Path(sys.executable).parent
 EVAL = REPO_ROOT.parent / "shared" / "eval"
@@ -86,16 +87,8 @@ class Server:
         return [e for e in map(_json_or_none, lines) if e and e.get("event") == "session.closed"]
 
     def metrics(self) -> dict[str, float]:
-        from prometheus_client.parser import text_string_to_metric_families
-
         with urllib.request.urlopen(self.http + "/metrics", timeout=10) as r:
-            text = r.read().decode()
-        out = {}
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
-                out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-        return out
+            return scraped_samples(r.read().decode())
 
 
 def _json_or_none(line: str) -> dict | None:

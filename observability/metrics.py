@@ -157,3 +157,16 @@ class _QueueDepthCollector:
 
     def describe(self):
         return [GaugeMetricFamily("stt_queue_depth", "Items waiting.", labels=["queue"])]
+
+
+def scraped_samples(text: str) -> dict[str, float]:
+    """A scrape of ``/metrics`` read back (tests, benchmarks): samples keyed
+    ``name{label="v",...}``, labels sorted."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return out

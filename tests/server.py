@@ -12,6 +12,7 @@ import uvicorn
 
 from app import create_app
 from config import Settings
+from observability.metrics import scraped_samples
 from transport.context import ServerContext
 from transport.serving import uvicorn_config
 
@@ -71,16 +72,9 @@ class RunningServer:
 
     def metrics(self) -> dict[str, float]:
         """Samples of /metrics scraped over HTTP, keyed ``name{label="v",...}``."""
-        from prometheus_client.parser import text_string_to_metric_families
-
         status, text = self.get("/metrics")
         assert status == 200
-        out = {}
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
-                out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-        return out
+        return scraped_samples(text)
 
     def wait_for(self, predicate, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
