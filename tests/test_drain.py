@@ -92,7 +92,7 @@ async def test_drain_in_process_finishes_segments_and_refuses_newcomers(start_se
     result: dict = {}
     drainer = threading.Thread(target=lambda: result.setdefault("left", drain(server, 10)))
     drainer.start()
-    await asyncio.sleep(0.05)
+    await asyncio.to_thread(server.wait_for, lambda: server.ctx.draining)
     status, body = server.get("/ready")
     assert status == 503 and json.loads(body)["status"] == "draining"
     try:
