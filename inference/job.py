@@ -263,7 +263,7 @@ class SessionJob:
         for item in items:
             if isinstance(item, AudioChunk):
                 if self._finished or self.cancelled:
-                    self.discard(item)
+                    self._discard(item)
                 else:
                     pcm = np.frombuffer(item.data, dtype="<i2")
                     self._guarded(events, self._rec.feed, pcm, item.received_at)
@@ -323,7 +323,7 @@ class SessionJob:
         except (janus.SyncQueueShutDown, RuntimeError):
             pass
 
-    def discard(self, chunk: AudioChunk) -> None:
+    def _discard(self, chunk: AudioChunk) -> None:
         """Count audio that will never be recognised (the session ended or the client left)."""
         samples = len(chunk.data) // 2
         self.discarded_samples += samples

@@ -15,10 +15,11 @@ import urllib.request
 import httpx
 import numpy as np
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import InvalidStatus
 
 from config import REPO_ROOT
 from tests.backends.conformance import FIXTURES
+from tests.client import stream
 from tests.server import drain, free_port
 from tests.test_batch import wav_bytes
 from tests.test_cli import BIN, wait_ready
@@ -26,32 +27,10 @@ from tests.test_cli import BIN, wait_ready
 CLIP = FIXTURES["lj_LJ001-0001"]  # 9.7 s of continuous speech: one long segment
 
 
-async def live_session(url: str, stop_after_s: float = 60.0) -> dict:
+async def live_session(url: str) -> dict:
     """Stream the clip at real time until the server ends the session; what came back."""
-    pcm = CLIP.pcm().tobytes()
-    out: dict = {"messages": []}
-    async with connect(url, ping_interval=None) as ws:
-        async def reader():
-            try:
-                async for raw in ws:
-                    out["messages"].append(json.loads(raw))
-            except ConnectionClosed:
-                pass
-
-        task = asyncio.create_task(reader())
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        try:
-            for n, i in enumerate(range(0, len(pcm), 3200)):
-                await asyncio.sleep(max(0.0, t0 + n * 0.1 - loop.time()))
-                await ws.send(pcm[i : i + 3200])
-                if loop.time() - t0 > stop_after_s:
-                    break
-        except ConnectionClosed:
-            pass
-        await asyncio.wait_for(task, 30)
-        out["close"] = ws.close_code
-    return out
+    t = await stream(url, CLIP.pcm(), frame_ms=100, realtime=1.0, wait_s=30)
+    return {"messages": t.messages, "close": t.close_code}
 
 
 def assert_drained(session: dict) -> None:
