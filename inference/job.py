@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -22,12 +23,16 @@ import structlog
 from backends.base import BackendError
 from observability.metrics import Metrics
 from session.events import (
+    Cleared,
     Committed,
+    Configured,
     ErrorCode,
     Event,
     Final,
     FinalReason,
+    InputRejected,
     Partial,
+    SegmentFailed,
     SessionEnd,
     SessionError,
 )
@@ -52,6 +57,8 @@ class _State(Enum):
 
 class Control(Enum):
     COMMIT = "commit"  # finalize the open segment, keep going
+    CLEAR = "clear"  # forget the open segment, keep going
+    CONFIGURE = "configure"  # new recognition options (the payload) from here on
     EOS = "eos"  # finalize, then end the session normally
     SHUTDOWN = "shutdown"  # the server is draining: finalize, then end with shutting_down
     LIMIT = "limit"  # finalize, then end the session: it ran out of allowed audio
@@ -68,6 +75,7 @@ class AudioChunk:
 class ControlItem:
     kind: Control
     received_at: float
+    payload: object = None  # CONFIGURE: the RecognitionOptions
 
 
 Item = AudioChunk | ControlItem
@@ -115,6 +123,7 @@ class SessionJob:
         else:
             loop = self._loop
             recognizer.on_backend_result(lambda: _call_soon(loop, self.poke))
+        recognizer.early = self._emit
 
     @property
     def processed_samples(self) -> int:
@@ -237,10 +246,7 @@ class SessionJob:
             self._state = _State.SCHEDULED
             self._poked = False
         if self._partial_due():
-            events: list[Event] = []
-            self._guarded(events, self._rec.maybe_partial)
-            for event in events:
-                self._emit(event)
+            self._guarded(self._rec.maybe_partial)
         return self._settle(partial_due=False)
 
     def _partial_due(self) -> bool:
@@ -258,7 +264,6 @@ class SessionJob:
             return Next.IDLE
 
     def _process(self, items: list[Item]) -> None:
-        events: list[Event] = []
         before = self._rec.processed_samples
         for item in items:
             if isinstance(item, AudioChunk):
@@ -266,33 +271,49 @@ class SessionJob:
                     self._discard(item)
                 else:
                     pcm = np.frombuffer(item.data, dtype="<i2")
-                    self._guarded(events, self._rec.feed, pcm, item.received_at)
+                    self._guarded(self._rec.feed, pcm, item.received_at)
             elif item.kind is Control.CLOSE:
                 self._close()
             elif not (self._finished or self.cancelled):
-                self._guarded(events, self._control, item)
+                self._guarded(self._control, item)
         fed = self._rec.processed_samples - before
         if fed:
             self._metrics.audio_processed.inc(fed / self._rate)
+
+    def _guarded(self, step, *args) -> None:
+        """Run one recognition step and send its events, in order; a failure ends this
+        session only, as an error event (retryable when the backend says so)."""
+        try:
+            events = step(*args)
+        except BackendError as exc:
+            seq = getattr(exc, "segment_seq", None)
+            if seq is not None:
+                self._emit(SegmentFailed(seq, str(exc)))
+            events = [self._fail(ErrorCode.BACKEND_ERROR, f"recognition failed: {exc}",
+                                 retryable=exc.retryable)]
+        except Exception:
+            self._log.exception("inference.session_failed")
+            events = [self._fail(ErrorCode.INTERNAL_ERROR, "internal error in recognition")]
         for event in events:
             self._emit(event)
 
-    def _guarded(self, events: list[Event], step, *args) -> None:
-        """Run one recognition step; a failure ends this session only, as an error event."""
-        try:
-            events += step(*args)
-        except BackendError as exc:
-            events.append(self._fail(ErrorCode.BACKEND_ERROR, f"recognition failed: {exc}"))
-        except Exception:
-            self._log.exception("inference.session_failed")
-            events.append(self._fail(ErrorCode.INTERNAL_ERROR, "internal error in recognition"))
-
     def _control(self, item: ControlItem) -> list[Event]:
+        rec = self._rec
         if item.kind is Control.COMMIT:
-            events = self._rec.commit(item.received_at, FinalReason.COMMIT)
+            audio_ms = rec.samples_since_commit * 1000 // self._rate
+            events = rec.commit(item.received_at, FinalReason.COMMIT)
             closed = next((e.segment_seq for e in events if isinstance(e, Final)), None)
-            events.append(Committed(closed))
+            events.append(Committed(closed, audio_ms))
             return events
+        if item.kind is Control.CLEAR:
+            rec.clear()
+            return [Cleared()]
+        if item.kind is Control.CONFIGURE:
+            try:
+                rec.reconfigure(item.payload)
+            except BackendError as exc:  # e.g. a language this backend does not have
+                return [InputRejected(ErrorCode.BAD_REQUEST, str(exc))]
+            return [Configured(item.payload)]
         reason = FinalReason.SHUTDOWN if item.kind is Control.SHUTDOWN else FinalReason.EOS
         events = self._rec.commit(item.received_at, reason)
         self._finished = True
@@ -307,9 +328,9 @@ class SessionJob:
             events.append(SessionEnd())
         return events
 
-    def _fail(self, code: ErrorCode, message: str) -> SessionError:
+    def _fail(self, code: ErrorCode, message: str, retryable: bool = False) -> SessionError:
         self._finished = True
-        return SessionError(code, message)
+        return SessionError(code, message, retryable)
 
     def time_out(self, seconds: float) -> None:
         """From the pool's watchdog thread: the backend call for this session hung. The
@@ -322,6 +343,14 @@ class SessionJob:
                 ErrorCode.BACKEND_ERROR, f"recognition took longer than {seconds:g} s"))
         except (janus.SyncQueueShutDown, RuntimeError):
             pass
+
+    def close(self, *, cancelled: bool, on_closed: Callable[[], None] | None = None) -> None:
+        """From the event loop, once the client side is done: release the stream on the
+        inference thread (after what is queued; discarded when ``cancelled``), then call
+        ``on_closed`` there with every count final."""
+        self.cancelled = cancelled
+        self.on_closed = on_closed
+        self.offer(ControlItem(Control.CLOSE, time.monotonic()))
 
     def _discard(self, chunk: AudioChunk) -> None:
         """Count audio that will never be recognised (the session ended or the client left)."""

@@ -40,9 +40,13 @@ class Metrics:
         self.sessions = Counter(
             "stt_sessions_total", "Sessions ended, by outcome.", ["outcome"], registry=r
         )
+        self.sessions_opened = Counter(
+            "stt_sessions_opened_total", "Sessions admitted (streams and uploads), by wire "
+            "protocol.", ["protocol"], registry=r,
+        )
         self.batch_requests = Counter(
-            "stt_batch_requests_total", "POST /v1/stt/transcribe requests, by HTTP status.",
-            ["status"], registry=r,
+            "stt_batch_requests_total", "File transcription requests (every batch endpoint), "
+            "by HTTP status.", ["status"], registry=r,
         )
         self.rejections = Counter(
             "stt_rejections_total", "Handshakes refused, by reason.", ["reason"], registry=r

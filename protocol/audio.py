@@ -6,6 +6,8 @@ what they are. Compressed and containerised audio goes through ``protocol.contai
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import numpy as np
 
 from protocol.common import ProtocolError
@@ -45,6 +47,17 @@ class RawDecoder:
         if self._passthrough:
             return b""
         return to_s16(self._resampler.flush()).tobytes()
+
+    # The face every decoder shows the receive pump (``protocol.container`` decodes in a
+    # thread and yields as it goes; raw frames decode on their own, at once).
+    async def feed(self, frame: bytes) -> AsyncIterator[bytes]:
+        yield self.decode(frame)
+
+    async def finish(self) -> AsyncIterator[bytes]:
+        yield self.flush()
+
+    def close(self) -> None:
+        pass
 
     def _to_float(self, frame: bytes) -> np.ndarray:
         if self.codec == "pcm_s16le":

@@ -21,22 +21,41 @@ from pydantic import (
 )
 
 from backends.base import Word
-from protocol.audio import RAW_CODECS
-from protocol.common import Command, ProtocolError
+from protocol.audio import RAW_CODECS, RawDecoder
+from protocol.common import (
+    BEARER,
+    NOTHING,
+    QUERY_TOKEN,
+    AudioIn,
+    Close,
+    Command,
+    Inbound,
+    Outbound,
+    ProtocolError,
+    close_for,
+    refusal_body,
+)
+from protocol.container import ContainerDecoder
 from protocol.fields import Hotwords, Language, describe
 from protocol.pcm import MIN_RATE
+from session.options import RecognitionOptions
 from session.events import (
     AudioDropped,
+    Cleared,
     Committed,
+    Configured,
     ErrorCode,
     Event,
     Final,
+    InputRejected,
     Partial,
     Pong,
     Ready,
+    SegmentFailed,
     SessionEnd,
     SessionError,
     SpeechStarted,
+    SpeechStopped,
 )
 
 MAX_CONTROL_CHARS = 4096
@@ -103,6 +122,59 @@ def parse_text(text: str) -> Command:
         ) from None
 
 
+class NativeProtocol:
+    """``/v1/stt/ws``: refused with an HTTP status before the upgrade; ``Authorization:
+    Bearer`` or ``?token=``."""
+
+    name = "native"
+    credentials = (BEARER, QUERY_TOKEN)
+    auth_challenge = "Bearer"
+    capacity_status = 503
+    error_body = staticmethod(refusal_body)
+
+    def subprotocol(self, offered: list[str]) -> str | None:
+        return None
+
+    def handshake(self, query: Mapping[str, str], headers: Mapping[str, str],
+                  max_seconds: float) -> NativeWire:
+        return NativeWire(parse_params(query), max_seconds)
+
+
+class NativeWire:
+    """One native session: binary frames are audio in the handshake's codec, text frames
+    are commands; every event is one JSON message, and the session's end closes."""
+
+    def __init__(self, params: NativeParams, max_seconds: float) -> None:
+        self.params = params
+        self.options = RecognitionOptions(
+            language=params.language, hotwords=params.hotwords, n_best=params.n_best,
+            vad=params.vad, vad_threshold=params.vad_threshold,
+            vad_silence_ms=params.vad_silence_ms, max_segment_ms=params.max_segment_ms,
+            partial_ms=params.partial_ms,
+        )
+        self.log_context = {"call_id": params.call_id, "codec": params.codec,
+                            "sample_rate": params.sample_rate, "channels": params.channels,
+                            "language": params.language}
+        if params.is_raw:
+            self.decoder = RawDecoder(params.codec, params.sample_rate, params.channels)
+        else:
+            self.decoder = ContainerDecoder(params.codec, max_seconds=max_seconds)
+        self._encoder = NativeEncoder(params.call_id)
+
+    def parse(self, frame: bytes | str) -> Inbound:
+        if isinstance(frame, bytes):
+            return AudioIn(frame)
+        return parse_text(frame)
+
+    def encode(self, event: Event) -> Outbound:
+        if isinstance(event, SessionEnd):
+            return (Close(1000),)
+        text = self._encoder.encode(event)
+        if isinstance(event, SessionError):
+            return (text, close_for(event))
+        return NOTHING if text is None else (text,)
+
+
 class NativeEncoder:
     """Encodes one session's events; owns its ``seq`` counter."""
 
@@ -144,8 +216,10 @@ def _body(event: Event) -> dict[str, Any] | None:
             return {"type": "pong"}
         case SessionError():
             return {"type": "error", "code": event.code.value, "message": event.message}
-        case SessionEnd():
-            return None
+        case SessionEnd() | SpeechStopped() | Cleared() | Configured() | SegmentFailed():
+            return None  # not part of this protocol (its clients see the final or error)
+        case InputRejected():
+            return {"type": "error", "code": event.code.value, "message": event.message}
     raise TypeError(f"cannot encode {event!r}")
 
 

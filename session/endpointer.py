@@ -20,7 +20,7 @@ class EndpointConfig:
     sample_rate: int = 16000
     frame_ms: int = 20
     speech_start_ms: int = 60  # voiced run that opens a segment
-    silence_ms: int = 500  # unvoiced run that closes it
+    silence_ms: int | None = 500  # unvoiced run that closes it; None: only a commit does
     preroll_ms: int = 300  # audio kept from before the voiced run
     max_segment_ms: int = 30000  # force a final this long into a segment
 
@@ -53,18 +53,35 @@ Action = SpeechStart | SpeechAudio | SpeechEnd
 
 class Endpointer:
     def __init__(self, config: EndpointConfig) -> None:
-        self._cfg = config
-        self._start_frames = config.frames(config.speech_start_ms)
-        self._end_frames = config.frames(config.silence_ms)
-        self._max_samples = config.sample_rate * config.max_segment_ms // 1000
-        preroll = config.preroll_ms // config.frame_ms if config.preroll_ms else 0
-        self._ring: deque[tuple[int, np.ndarray]] = deque(maxlen=preroll + self._start_frames)
+        self._ring: deque[tuple[int, np.ndarray]] = deque()
+        self.reconfigure(config)
         self._position = 0
         self._in_speech = False
         self._voiced_run = 0
         self._silence_run = 0
         self._segment_start = 0
         self._last_voiced_end = 0
+
+    def reconfigure(self, config: EndpointConfig) -> None:
+        """New thresholds from the next frame on; the open segment (if any) stays open."""
+        if config.frame_ms != getattr(self, "_cfg", config).frame_ms:
+            raise ValueError("the frame size of a running endpointer cannot change")
+        self._cfg = config
+        self._start_frames = config.frames(config.speech_start_ms)
+        self._end_frames = (float("inf") if config.silence_ms is None
+                            else config.frames(config.silence_ms))
+        self._max_samples = config.sample_rate * config.max_segment_ms // 1000
+        preroll = config.preroll_ms // config.frame_ms if config.preroll_ms else 0
+        self._ring = deque(self._ring, maxlen=preroll + self._start_frames)
+
+    def clear(self) -> bool:
+        """Forget the open segment and the pre-roll; returns whether a segment was open."""
+        was_open = self._in_speech
+        self._ring.clear()
+        self._in_speech = False
+        self._voiced_run = 0
+        self._silence_run = 0
+        return was_open
 
     @property
     def in_speech(self) -> bool:

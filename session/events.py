@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from backends.base import Alternative, Word
+from session.options import RecognitionOptions
 
 
 class ErrorCode(StrEnum):
@@ -48,6 +49,14 @@ class SpeechStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class SpeechStopped:
+    """The endpointer closed the segment at ``end_ms``: sent ahead of its (slower) final."""
+
+    segment_seq: int
+    end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Partial:
     segment_seq: int
     text: str
@@ -77,6 +86,38 @@ class Committed:
     first), or None when no segment was open."""
 
     segment_seq: int | None
+    audio_ms: int = 0  # audio received since the previous commit (or the start)
+
+
+@dataclass(frozen=True, slots=True)
+class Cleared:
+    """A clear was carried out: the open segment and the audio before it are forgotten."""
+
+
+@dataclass(frozen=True, slots=True)
+class Configured:
+    """A mid-session reconfiguration took effect (in order with the audio around it)."""
+
+    options: RecognitionOptions
+
+
+@dataclass(frozen=True, slots=True)
+class InputRejected:
+    """A client message was refused but the session goes on (a recoverable error)."""
+
+    code: ErrorCode
+    message: str
+    detail: str | None = None  # the protocol's own error code, e.g. OpenAI's
+    event_id: str | None = None  # the client event it answers, when it named one
+    param: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentFailed:
+    """Recognition of one segment failed; a ``SessionError`` follows."""
+
+    segment_seq: int
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +137,7 @@ class SessionError:
 
     code: ErrorCode
     message: str
+    retryable: bool = False  # the same request could succeed later (close 1013)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,5 +145,6 @@ class SessionEnd:
     """Everything has been flushed; close normally."""
 
 
-Event = (Ready | SpeechStarted | Partial | Final | Committed | AudioDropped | Pong | SessionError
+Event = (Ready | SpeechStarted | SpeechStopped | Partial | Final | Committed | Cleared
+         | Configured | InputRejected | SegmentFailed | AudioDropped | Pong | SessionError
          | SessionEnd)

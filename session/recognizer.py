@@ -14,9 +14,11 @@ from typing import Protocol
 
 import numpy as np
 
-from backends.base import ASRStream, Hypothesis, NotifyingStream, Word
+from backends.base import ASRStream, BackendError, Hypothesis, NotifyingStream, Word
 from session.endpointer import EndpointConfig, Endpointer, SpeechAudio, SpeechEnd, SpeechStart
-from session.events import Event, Final, FinalReason, Partial, SpeechStarted
+from session.events import Event, Final, FinalReason, Partial, SpeechStarted, SpeechStopped
+from session.options import RecognitionOptions
+from session.text import TextProcessor, unchanged
 from session.vad import EnergyVAD
 
 InferenceObserver = Callable[[str, float], None]
@@ -36,6 +38,17 @@ class RecognizerConfig:
     partials: bool = True
 
 
+class Setup(Protocol):
+    """Turns a session's options into its parts; lets a live session be reconfigured (the
+    loaded model stays apart: ``open_stream`` only opens a cheap per-session stream)."""
+
+    def recognizer_config(self, options: RecognitionOptions) -> RecognizerConfig: ...
+
+    def voice_detector(self, options: RecognitionOptions) -> VoiceDetector | None: ...
+
+    def open_stream(self, options: RecognitionOptions) -> ASRStream: ...
+
+
 class SegmentRecognizer:
     def __init__(
         self,
@@ -45,8 +58,19 @@ class SegmentRecognizer:
         clock: Callable[[], float] = time.monotonic,
         on_inference: InferenceObserver | None = None,
         vad: VoiceDetector | None = None,
+        setup: Setup | None = None,
+        options: RecognitionOptions | None = None,
+        postprocess: TextProcessor = unchanged,
     ) -> None:
         self._stream = stream
+        self._setup = setup
+        self.options = options or RecognitionOptions()
+        self._pending: RecognitionOptions | None = None  # stream options for the next segment
+        self._postprocess = postprocess
+        # Set by the job: events that must not wait for the rest of a batch (speech stopped
+        # goes out before the slow final of its segment).
+        self.early: Callable[[Event], None] | None = None
+        self._wake: Callable[[], None] | None = None
         # Checked once: a runtime Protocol check costs ~20 µs, too much per partial check.
         self._notifying = isinstance(stream, NotifyingStream)
         self._cfg = config
@@ -59,6 +83,7 @@ class SegmentRecognizer:
         self._partial_samples = self._rate * config.partial_ms // 1000
         self._remainder = np.zeros(0, dtype=np.int16)
         self.processed_samples = 0
+        self.samples_since_commit = 0
         self.segment_seq = 1
         self._segment_samples = 0
         self._samples_at_last_partial = 0
@@ -76,6 +101,7 @@ class SegmentRecognizer:
         """Consume int16 audio; returns speech starts and finals (partials come from
         ``maybe_partial``, once per batch, so a backlog costs one partial, not many)."""
         self.processed_samples += pcm.size
+        self.samples_since_commit += pcm.size
         if self._remainder.size:
             pcm = np.concatenate([self._remainder, pcm])
         whole = pcm.size // self._frame * self._frame
@@ -90,6 +116,7 @@ class SegmentRecognizer:
 
     def on_backend_result(self, wake: Callable[[], None]) -> None:
         """Call ``wake`` (from any thread) when the backend finishes a partial on its own."""
+        self._wake = wake
         if self._notifying:
             self._stream.set_wake(wake)
 
@@ -114,12 +141,13 @@ class SegmentRecognizer:
         if hyp is None or hyp.empty or hyp.text == self._last_partial_text:
             return []
         self._last_partial_text = hyp.text
+        text = self._postprocess(hyp.text, final=False)
         if self._first_text_at is None:
             self._first_text_at = self._clock()
         start, end = self._endpointer.segment_start, self._endpointer.position
         if hyp.covered_samples is not None:
             end = min(end, start + hyp.covered_samples)
-        return [Partial(self.segment_seq, hyp.text, self._ms(start), self._ms(end))]
+        return [Partial(self.segment_seq, text, self._ms(start), self._ms(end))]
 
     def commit(self, received_at: float, reason: FinalReason = FinalReason.COMMIT) -> list[Event]:
         """Finalize the open segment now, including any buffered sub-frame audio."""
@@ -129,13 +157,50 @@ class SegmentRecognizer:
             voiced = self._vad.is_speech(tail)
             self._apply(self._endpointer.process(tail, voiced), received_at, events)
         self._apply(self._endpointer.force_end(reason), received_at, events)
+        self.samples_since_commit = 0
         return events
+
+    def reconfigure(self, options: RecognitionOptions) -> None:
+        """Apply new options from the next frame on. Segmentation and detection change at
+        once; a new language or hotword list reopens the backend stream, at once in silence or
+        after the open segment's final (its audio was heard under the old options)."""
+        if self._setup is None:
+            raise RuntimeError("this recognizer was built without a setup: it cannot change")
+        old, self.options = self.options, options
+        self._cfg = self._setup.recognizer_config(options)
+        self._endpointer.reconfigure(self._cfg.endpoint)
+        self._partial_samples = self._rate * self._cfg.partial_ms // 1000
+        if (old.vad, old.vad_threshold, old.vad_level) != (
+                options.vad, options.vad_threshold, options.vad_level):
+            self._vad = self._setup.voice_detector(options) or EnergyVAD(self._cfg.vad_threshold)
+        if old.stream_key() != options.stream_key():
+            self._pending = options
+            if not self.in_speech:
+                self._reopen()
+
+    def clear(self) -> None:
+        """Forget the open segment and any audio not yet in one (OpenAI's buffer clear)."""
+        self._remainder = np.zeros(0, dtype=np.int16)
+        self.samples_since_commit = 0
+        if self._endpointer.clear() and self._setup is not None:
+            self._pending = self._pending or self.options
+        if self._pending is not None:
+            self._reopen()
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             self._report_accept_time()
             self._stream.close()
+
+    def _reopen(self) -> None:
+        options, self._pending = self._pending, None
+        self._report_accept_time()
+        old, self._stream = self._stream, self._setup.open_stream(options)
+        self._notifying = isinstance(self._stream, NotifyingStream)
+        if self._notifying and self._wake is not None:
+            self._stream.set_wake(self._wake)
+        old.close()
 
     def _apply(self, actions, received_at: float, events: list[Event]) -> None:
         for action in actions:
@@ -152,7 +217,17 @@ class SegmentRecognizer:
                 self._first_text_at = None
                 events.append(SpeechStarted(self.segment_seq, self._ms(action.start_sample)))
             elif isinstance(action, SpeechEnd):
+                stopped = SpeechStopped(self.segment_seq, self._ms(action.end_sample))
+                if self.early is None:
+                    events.append(stopped)
+                else:  # everything before it, then it, ahead of the final
+                    for event in events:
+                        self.early(event)
+                    events.clear()
+                    self.early(stopped)
                 events.append(self._final(action, received_at))
+                if self._pending is not None:
+                    self._reopen()
 
     def _report_accept_time(self) -> None:
         if self._accept_seconds:
@@ -161,7 +236,11 @@ class SegmentRecognizer:
 
     def _final(self, end: SpeechEnd, received_at: float) -> Final:
         self._report_accept_time()
-        hyp: Hypothesis = self._timed("final", self._stream.finalize)
+        try:
+            hyp: Hypothesis = self._timed("final", self._stream.finalize)
+        except BackendError as exc:
+            exc.segment_seq = self.segment_seq  # the job reports which segment failed
+            raise
         now = self._clock()
         if self._first_text_at is None and not hyp.empty:
             self._first_text_at = now
@@ -169,7 +248,7 @@ class SegmentRecognizer:
         offset = self._ms(start)
         final = Final(
             segment_seq=self.segment_seq,
-            text=hyp.text.strip(),
+            text=self._postprocess(hyp.text.strip(), final=True),
             start_ms=offset,
             end_ms=self._ms(end.end_sample),
             reason=end.reason,

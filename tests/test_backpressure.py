@@ -8,7 +8,7 @@ import numpy as np
 from inference.job import AudioChunk, Control, ControlItem, Next, SessionJob
 from observability.metrics import Metrics
 from session.endpointer import EndpointConfig
-from session.events import Final, FinalReason, Partial, SessionEnd, SpeechStarted
+from session.events import Final, FinalReason, Partial, SessionEnd, SpeechStarted, SpeechStopped
 from session.recognizer import RecognizerConfig, SegmentRecognizer
 from tests.fakes import ScriptedStream, speech
 
@@ -91,9 +91,10 @@ async def test_commit_is_acknowledged_with_the_segment_it_closed_or_none():
     job.offer(AudioChunk(speech(300).tobytes(), 0.0))
     job.offer(ControlItem(Control.COMMIT, 0.0))
     await asyncio.to_thread(job.run)
-    events = [e for e in drain_events(job) if not isinstance(e, SpeechStarted)]
+    events = [e for e in drain_events(job) if not isinstance(e, SpeechStarted | SpeechStopped)]
     assert [type(e).__name__ for e in events] == ["Committed", "Final", "Committed"]
     assert events[0].segment_seq is None and events[2].segment_seq == events[1].segment_seq
+    assert events[0].audio_ms == 0 and events[2].audio_ms == 300  # audio since the last commit
 
 
 async def test_shutdown_finalizes_the_open_segment_then_ends_with_shutting_down():

@@ -73,11 +73,10 @@ async def test_a_client_that_stops_reading_is_cut_off_without_blocking_inference
 
     from inference.pool import LoopBatcher
     from protocol import native
-    from protocol.audio import RawDecoder
-    from protocol.common import CLOSE_CODES
     from session.events import Ready
-    from transport.live import LiveSession, Wire
-    from transport.recognition import RecognitionOptions, open_recognizer
+    from transport.live import LiveSession
+    from session.options import RecognitionOptions
+    from transport.recognition import open_recognizer
 
     server = start_server(send_timeout_sec=0.5)
     pcm = CLIP.pcm().tobytes()
@@ -87,8 +86,8 @@ async def test_a_client_that_stops_reading_is_cut_off_without_blocking_inference
         # the server's context, with a batcher on this test's event loop
         ctx = dataclasses.replace(server.ctx, batcher=LoopBatcher(server.ctx.pool))
         recognizer = await open_recognizer(ctx, RecognitionOptions())
-        wire = Wire(native.parse_text, native.NativeEncoder("slow"), RawDecoder("pcm_s16le", 16000),
-                    CLOSE_CODES)
+        wire = native.NativeProtocol().handshake(
+            {"call_id": "slow", "sample_rate": "16000"}, {}, 0)
         live = LiveSession(ws, ctx, wire, recognizer, Ready("s", 16000, "mock", "m"),
                            structlog.get_logger())
         await asyncio.wait_for(live.run(), 10)

@@ -117,7 +117,7 @@ def raising_backend(server, where: str):
 
 
 def broken_gate(server):
-    def authorised(headers, query):
+    def authorised(headers, query, credentials=()):
         raise LookupError("the gate fell over")
 
     server.ctx.gate.authorised = authorised

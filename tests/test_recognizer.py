@@ -1,7 +1,7 @@
 import numpy as np
 
 from session.endpointer import EndpointConfig
-from session.events import Final, FinalReason, Partial, SpeechStarted
+from session.events import Final, FinalReason, Partial, SpeechStarted, SpeechStopped
 from session.recognizer import RecognizerConfig, SegmentRecognizer
 from tests.fakes import ScriptedStream, silence, speech
 
@@ -35,10 +35,11 @@ def test_segment_lifecycle_partials_then_one_final_last():
     audio = np.concatenate([silence(500), speech(1000), silence(600)])
     events = feed(rec, audio)
     kinds = [type(e) for e in events]
-    assert kinds[0] is SpeechStarted and kinds[-1] is Final
+    assert kinds[0] is SpeechStarted and kinds[-2:] == [SpeechStopped, Final]
     assert kinds.count(Final) == 1
-    assert all(k is Partial for k in kinds[1:-1]) and kinds.count(Partial) >= 3
-    start, final = events[0], events[-1]
+    assert all(k is Partial for k in kinds[1:-2]) and kinds.count(Partial) >= 3
+    start, stopped, final = events[0], events[-2], events[-1]
+    assert stopped.end_ms == final.end_ms and stopped.segment_seq == final.segment_seq
     assert start.start_ms == 400  # 100 ms pre-roll before the onset at 500 ms
     assert final.reason is FinalReason.ENDPOINT
     assert final.start_ms == 400 and final.end_ms == 1500

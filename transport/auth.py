@@ -1,5 +1,10 @@
-"""Who may connect: bearer tokens and the WebSocket Origin allow-list, checked before a
-WebSocket is accepted or a request body is read."""
+"""Who may connect: API keys and the WebSocket Origin allow-list, checked before a WebSocket
+is accepted or a request body is read.
+
+Each protocol names where its clients put the key (``protocol.common.Credential``): an
+``Authorization`` scheme (``Bearer``, Deepgram's ``Token``), a query parameter, or a
+``Sec-WebSocket-Protocol`` entry (browsers: ``openai-insecure-api-key.<key>``). A new place
+is one reader in ``_READERS``."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from collections.abc import Mapping
 import structlog
 
 from config import Settings
+from protocol.common import BEARER, QUERY_TOKEN, Credential
 
 log = structlog.get_logger("sttd.auth")
 
@@ -28,12 +34,15 @@ class Gate:
     def enabled(self) -> bool:
         return bool(self._tokens)
 
-    def authorised(self, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
-        """``Authorization: Bearer <token>``, or ``?token=`` (browsers cannot set headers on
-        a WebSocket). Every configured token is compared in constant time."""
+    def authorised(self, headers: Mapping[str, str], query: Mapping[str, str],
+                   credentials: tuple[Credential, ...] = (BEARER, QUERY_TOKEN)) -> bool:
+        """Whether the key presented first, in the order of ``credentials``, matches a
+        configured token (a wrong header is not rescued by a query parameter). Every
+        configured token is compared in constant time."""
         if not self._tokens:
             return True
-        presented = _bearer(headers.get("authorization", "")) or query.get("token", "")
+        presented = next((key for c in credentials
+                          if (key := _READERS[c.where](c.name, headers, query))), "")
         candidate = presented.encode()
         matched = False
         for token in self._tokens:  # no early exit: timing says nothing about which token
@@ -46,6 +55,22 @@ class Gate:
         return not self._origins or origin is None or origin in self._origins
 
 
-def _bearer(value: str) -> str:
-    scheme, _, token = value.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+def _header(scheme: str, headers: Mapping[str, str], query: Mapping[str, str]) -> str:
+    """``Authorization: <scheme> <key>``, the scheme in any case (Deepgram sends ``bearer``)."""
+    given, _, key = headers.get("authorization", "").partition(" ")
+    return key.strip() if given.lower() == scheme else ""
+
+
+def _query(name: str, headers: Mapping[str, str], query: Mapping[str, str]) -> str:
+    return query.get(name, "")
+
+
+def _subprotocol(prefix: str, headers: Mapping[str, str], query: Mapping[str, str]) -> str:
+    for offered in headers.get("sec-websocket-protocol", "").split(","):
+        offered = offered.strip()
+        if offered.startswith(prefix):
+            return offered[len(prefix):]
+    return ""
+
+
+_READERS = {"header": _header, "query": _query, "subprotocol": _subprotocol}

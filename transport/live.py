@@ -1,7 +1,9 @@
 """One accepted WebSocket session: a receive pump and a send pump around a ``SessionJob``.
 
-The pumps are protocol-agnostic: a ``Wire`` supplies the text-frame parser, the event encoder
-and the audio decoder. Everything on the per-frame path is kept small: validate, stamp, queue.
+The pumps are protocol-agnostic: a ``Wire`` (one per session, from ``protocol/``) parses each
+client frame into audio, a command or a reconfiguration, and encodes each internal event into
+frames, ending with a close when the event ends the session. Everything on the per-frame path
+is kept small: parse, decode, stamp, queue.
 
 Ingest is lossless for clients ahead of real time: when the session's input buffer is full,
 a client whose audio runs ahead of the wall clock (``session/pacing.py``) is simply not read
@@ -13,21 +15,29 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 import structlog
 from starlette.websockets import WebSocket
 
 from inference.job import AudioChunk, Control, ControlItem, SessionJob
-from protocol.common import CLOSE_INTERNAL, CLOSE_NORMAL, Command, ProtocolError
-from protocol.container import ContainerDecoder
+from protocol.common import (
+    AudioIn,
+    Close,
+    Command,
+    Configure,
+    Inbound,
+    Outbound,
+    ProtocolError,
+    close_for,
+)
 from session.events import (
     AudioDropped,
     ErrorCode,
     Event,
     Final,
+    InputRejected,
     Pong,
     Ready,
     SessionEnd,
@@ -35,31 +45,30 @@ from session.events import (
 )
 from session.pacing import IngestPace
 from session.recognizer import SegmentRecognizer
+from session.state import Lifecycle, SessionState
 from transport.context import ServerContext
 
 _MAX_PONGS_WAITING = 1000
 
 
-class Encoder(Protocol):
-    def encode(self, event: Event) -> str | None: ...
-
-
 class Decoder(Protocol):
-    """Raw audio: each frame decodes on its own, synchronously."""
+    """Client audio in the session's format → pcm_s16le mono at the backend rate."""
 
-    def decode(self, frame: bytes) -> bytes: ...
+    def feed(self, data: bytes) -> AsyncIterator[bytes]: ...
 
-    def flush(self) -> bytes: ...
+    def finish(self) -> AsyncIterator[bytes]: ...
+
+    def close(self) -> None: ...
 
 
-@dataclass
-class Wire:
-    """The protocol-specific parts of a session."""
+class Wire(Protocol):
+    """One session of a wire protocol: what the pumps ask of it."""
 
-    parse_text: Callable[[str], Command]
-    encoder: Encoder
-    decoder: Decoder | ContainerDecoder
-    close_codes: dict[ErrorCode, int]
+    decoder: Decoder  # for the audio that starts the session
+
+    def parse(self, frame: bytes | str) -> Inbound: ...
+
+    def encode(self, event: Event) -> Outbound: ...
 
 
 class LiveSession:
@@ -76,6 +85,7 @@ class LiveSession:
         self._ws = ws
         self._ctx = ctx
         self._wire = wire
+        self._decoder: Decoder = wire.decoder
         self._ready = ready
         self._log = log
         self._rate = ready.sample_rate
@@ -101,6 +111,7 @@ class LiveSession:
             out_queue_size=s.out_queue_size,
             log=log,
         )
+        self.lifecycle = Lifecycle()
         self.received_samples = 0
         self.dropped_samples = 0
         self.held_seconds = 0.0
@@ -113,9 +124,12 @@ class LiveSession:
         self._drain_requested = False
         self._recv_task: asyncio.Task | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
-        self.outcome = "disconnected"
         self.error_code: ErrorCode | None = None
         self._started = time.monotonic()
+
+    @property
+    def outcome(self) -> str:
+        return self.lifecycle.outcome
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -143,13 +157,10 @@ class LiveSession:
                 task.cancel()
             await asyncio.gather(recv, send, return_exceptions=True)
             self._idle_handle.cancel()
-            if isinstance(self._wire.decoder, ContainerDecoder):
-                self._wire.decoder.close()  # stop its demuxer thread wherever it is
-            if self.outcome == "disconnected" and self._drain_requested:
-                self.outcome = "drain_timeout"  # closed by the server before its final
-            self.job.cancelled = self.outcome not in ("completed", "drained")
-            self.job.on_closed = self._finish
-            self.job.offer(ControlItem(Control.CLOSE, time.monotonic()))
+            self._decoder.close()  # stop a container's demuxer thread wherever it is
+            self.lifecycle.close(self._drain_requested)
+            self.job.close(cancelled=self.outcome not in ("completed", "drained"),
+                           on_closed=self._finish)
 
     def drain(self) -> None:
         """The server is shutting down: stop reading, recognise everything accepted, send the
@@ -163,8 +174,10 @@ class LiveSession:
         # stops before reading the next.
 
     async def _finish_for_shutdown(self) -> None:
-        if self.error_code is not None:
-            return  # the session had already failed: its error is on its way
+        state = self.lifecycle.state
+        if state is SessionState.FAILED or state is SessionState.ENDED:
+            return  # the session had already failed (or ended): that is on its way
+        self.lifecycle.to(SessionState.DRAINING)
         await self._flush_decoder()
         self.job.offer(ControlItem(Control.SHUTDOWN, time.monotonic()))
 
@@ -173,9 +186,8 @@ class LiveSession:
     async def _receive_pump(self) -> str:
         """Returns why reading stopped: disconnect, eos, error or drain."""
         receive = self._ws.receive
+        parse = self._wire.parse
         loop_time = asyncio.get_running_loop().time
-        decoder = self._wire.decoder
-        container = decoder if isinstance(decoder, ContainerDecoder) else None
         try:
             while not self._drain_requested:
                 self._in_receive = True
@@ -186,32 +198,35 @@ class LiveSession:
                 self._last_rx = loop_time()
                 if msg["type"] == "websocket.disconnect":
                     return "disconnect"
-                data = msg.get("bytes")
-                if data is not None:
-                    self._check_frame(data)
-                    if container is None:
-                        going = await self._queue_pcm(decoder.decode(data)) if data else True
-                    else:
-                        going = True
-                        async for pcm in container.feed(data):
-                            going = going and await self._queue_pcm(pcm)
-                    if going:
+                frame = msg.get("bytes")
+                if frame is None:
+                    frame = msg.get("text")
+                    if frame is None:
                         continue
-                    return "eos"
-                text = msg.get("text")
-                if text is None:
+                else:
+                    self._check_frame(frame)
+                try:
+                    inbound = parse(frame)
+                except ProtocolError as exc:
+                    if exc.fatal:
+                        raise
+                    self.job.tell(InputRejected(exc.code, exc.message, exc.detail,
+                                                exc.event_id, exc.param))
                     continue
-                command = self._wire.parse_text(text)
-                if command is Command.EOS:
+                if type(inbound) is AudioIn:  # the hot path: one check per audio frame
+                    if not await self._queue_audio(inbound.data):
+                        return "eos"
+                elif inbound is Command.EOS:
                     return await self._end_of_stream()
-                self._command(command)
+                elif inbound is not None:
+                    await self._act(inbound)
             return "drain"
         except ProtocolError as exc:
             self._fail(exc.code, exc.message)
             return "error"
         finally:
-            if container is not None and not self._drain_requested:
-                container.close()
+            if not self._drain_requested:
+                self._decoder.close()
 
     def _check_frame(self, data: bytes) -> None:
         if len(data) > self._max_frame:
@@ -220,34 +235,61 @@ class LiveSession:
                 f"frame of {len(data)} bytes exceeds the limit of {self._max_frame}",
             )
 
+    async def _queue_audio(self, data: bytes) -> bool:
+        """Decode and queue one frame of client audio; False when the session must stop."""
+        if not data:
+            return True  # empty frames are keep-alives
+        if len(data) > self._max_frame:
+            self._check_frame(data)  # JSON-carried audio is bounded like a binary frame
+        going = True
+        async for pcm in self._decoder.feed(data):
+            going = going and await self._queue_pcm(pcm)
+        return going
+
+    async def _act(self, inbound: Command | Configure) -> None:
+        if inbound is Command.PING:
+            # A client that pings without reading would queue pongs until slow_consumer
+            # (the probe: +29 MB in 10 s); past this many unsent, pings go unanswered.
+            if self._pongs_waiting < _MAX_PONGS_WAITING:
+                self._pongs_waiting += 1
+                self.job.tell(Pong())
+        elif inbound is Command.COMMIT:
+            self.job.offer(ControlItem(Control.COMMIT, time.monotonic()))
+        elif inbound is Command.CLEAR:
+            self.job.offer(ControlItem(Control.CLEAR, time.monotonic()))
+        elif isinstance(inbound, Configure):
+            if inbound.decoder is not None:  # the audio format changes from the next frame
+                await self._flush_decoder()
+                self._decoder.close()
+                self._decoder = inbound.decoder
+            self.job.offer(ControlItem(Control.CONFIGURE, time.monotonic(), inbound.options))
+
     async def _flush_decoder(self) -> bool:
         """Queue what the decoder still holds; False when the audio limit ended the session."""
-        decoder = self._wire.decoder
         try:
-            if isinstance(decoder, ContainerDecoder):
-                try:
-                    async for pcm in decoder.finish():
-                        if not await self._queue_pcm(pcm):
-                            return False
-                finally:
-                    decoder.close()
-                return True
-            return await self._queue_pcm(decoder.flush())
+            async for pcm in self._decoder.finish():
+                if not await self._queue_pcm(pcm):
+                    return False
+            return True
         except ProtocolError as exc:
             self._fail(exc.code, exc.message)
             return False
+        finally:
+            self._decoder.close()
 
     async def _end_of_stream(self) -> str:
         """Decode what the decoder still holds, then finalize and end the session."""
         if not await self._flush_decoder():
             return "eos"  # the audio limit (or a decoding error) ended the session already
-        return self._command(Command.EOS)
+        self.lifecycle.to(SessionState.FINISHING)
+        self.job.offer(ControlItem(Control.EOS, time.monotonic()))
+        return "eos"
 
     async def _queue_pcm(self, pcm: bytes) -> bool:
         """Queue decoded audio, losslessly for a client ahead of real time; False when the
         session must stop reading."""
         if not pcm:
-            return True  # empty frames are keep-alives
+            return True
         samples = len(pcm) // 2
         self.received_samples += samples
         self._ctx.metrics.audio_received.inc(samples / self._rate)
@@ -266,6 +308,8 @@ class LiveSession:
                     f"{self.dropped_samples * 1000 // self._rate} ms of audio dropped",
                 )
         if self._max_samples and self.received_samples >= self._max_samples:
+            if self.lifecycle.reading:
+                self.lifecycle.to(SessionState.FINISHING)
             job.offer(ControlItem(Control.LIMIT, time.monotonic()))
             return False
         return True
@@ -285,18 +329,6 @@ class LiveSession:
             self._last_rx = asyncio.get_running_loop().time()
         return now
 
-    def _command(self, command: Command) -> str:
-        if command is Command.PING:
-            # A client that pings without reading would queue pongs until slow_consumer
-            # (the probe: +29 MB in 10 s); past this many unsent, pings go unanswered.
-            if self._pongs_waiting < _MAX_PONGS_WAITING:
-                self._pongs_waiting += 1
-                self.job.tell(Pong())
-            return "continue"
-        kind = Control.COMMIT if command is Command.COMMIT else Control.EOS
-        self.job.offer(ControlItem(kind, time.monotonic()))
-        return "continue" if kind is Control.COMMIT else "eos"
-
     def _shed(self, samples: int) -> None:
         self.dropped_samples += samples
         self._unreported_drop += samples
@@ -310,6 +342,10 @@ class LiveSession:
         self.job.tell(AudioDropped(0, 0))
 
     def _fail(self, code: ErrorCode, message: str) -> None:
+        if self.lifecycle.state in (SessionState.FAILED, SessionState.ENDED,
+                                    SessionState.CLOSED):
+            return
+        self.lifecycle.to(SessionState.FAILED)
         self.error_code = code
         self.job.cancelled = True
         self.job.tell(SessionError(code, message))
@@ -319,50 +355,60 @@ class LiveSession:
         deadline = self._last_rx + self._idle
         if self._holding or loop.time() < deadline:  # holding: the server is not reading
             self._idle_handle = loop.call_at(max(deadline, loop.time() + 1), self._check_idle)
-        elif self.error_code is None:
+        else:
             self._fail(ErrorCode.IDLE_TIMEOUT, f"no data for {self._idle:g} s")
 
     # -- send --------------------------------------------------------------------------------
 
     async def _send_pump(self) -> None:
         get = self.job.events.get
-        encode = self._wire.encoder.encode
+        encode = self._wire.encode
         send = self._ws.send
         try:
             while True:
                 event = await get()
-                if isinstance(event, SessionEnd):
-                    self.outcome = "completed"
-                    await self._ws.close(CLOSE_NORMAL)
-                    return
                 if isinstance(event, AudioDropped):
                     event = self._take_warning()
                 elif isinstance(event, Pong):
                     self._pongs_waiting -= 1
-                text = encode(event)
-                if text is not None:
+                for frame in encode(event):
+                    if isinstance(frame, Close):
+                        await self._end(event, frame)
+                        return
                     try:
                         async with asyncio.timeout(self._send_timeout):
-                            await send({"type": "websocket.send", "text": text})
+                            await send({"type": "websocket.send", "text": frame})
                     except TimeoutError:
                         self._slow_consumer()
                         return
                 if self._log_transcripts and isinstance(event, Final):
                     self._log.info("segment.final", segment_seq=event.segment_seq,
                                    reason=event.reason.value, text=event.text)
-                if isinstance(event, SessionError):
-                    self._error_sent(event)
-                    code = self._wire.close_codes.get(event.code, CLOSE_INTERNAL)
-                    await self._ws.close(code, reason=event.message[:120])
+                if isinstance(event, SessionEnd | SessionError):  # an encoder that forgot
+                    await self._end(event, close_for(event) if isinstance(event, SessionError)
+                                    else Close(1000))
                     return
         except Exception as exc:  # the client went away mid-send
             self._log.debug("session.send_failed", error=type(exc).__name__)
 
+    async def _end(self, event: Event, close: Close) -> None:
+        """The session's last message is out: record how it ended, then close."""
+        if isinstance(event, SessionError):
+            self.error_code = event.code
+            if event.code is ErrorCode.SHUTTING_DOWN:
+                self.lifecycle.ended("drained")  # a deliberate end, not a failure
+            else:
+                self.lifecycle.ended("error")
+                self._ctx.metrics.errors.labels(event.code.value).inc()
+        else:
+            self.lifecycle.ended("completed")
+        await self._ws.close(close.code, reason=close.reason)
+
     def _slow_consumer(self) -> None:
         """The client has not read for ``send_timeout``: partials were shed already, and
         finals would pile up without bound, so the session ends (inference never waited)."""
-        self.outcome = "error"
         self.error_code = ErrorCode.SLOW_CONSUMER
+        self.lifecycle.ended("error")
         self._ctx.metrics.errors.labels(ErrorCode.SLOW_CONSUMER.value).inc()
         self._log.warning("session.slow_consumer", send_timeout_s=self._send_timeout,
                           events_waiting=self.job.output_depth)
@@ -372,14 +418,6 @@ class LiveSession:
         self._unreported_drop = 0
         self._warning_queued = False
         return AudioDropped(ms, self.dropped_samples * 1000 // self._rate)
-
-    def _error_sent(self, event: SessionError) -> None:
-        self.error_code = event.code
-        if event.code is ErrorCode.SHUTTING_DOWN:
-            self.outcome = "drained"  # a deliberate end, not a failure
-            return
-        self.outcome = "error"
-        self._ctx.metrics.errors.labels(event.code.value).inc()
 
     # -- end ---------------------------------------------------------------------------------
 

@@ -1,67 +1,87 @@
-"""Building one session's recognizer (backend stream, VAD, endpointer) from its options:
-shared by the WebSocket session and the batch endpoint."""
+"""Building one session's recognizer (backend stream, VAD, endpointer) from its options, and
+rebuilding its parts when a live session is reconfigured: shared by every protocol."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
-from backends.base import BackendError, StreamOptions
+from backends.base import ASRStream, BackendError, StreamOptions
 from protocol.common import ProtocolError
 from protocol.pcm import TARGET_RATE
 from session.endpointer import EndpointConfig
 from session.events import ErrorCode
+from session.options import RecognitionOptions
 from session.recognizer import RecognizerConfig, SegmentRecognizer
 from session.silero import SileroVAD, load_silero
 from transport.context import ServerContext
 
 
-@dataclass(frozen=True, slots=True)
-class RecognitionOptions:
-    language: str = "auto"
-    hotwords: tuple[str, ...] = ()
-    n_best: int = 1
-    vad: str | None = None  # None: the server default
-    vad_threshold: int | None = None
-    vad_silence_ms: int | None = None
-    max_segment_ms: int | None = None
-    partial_ms: int | None = None
-    partials: bool = True
-
-
-def make_vad(kind: str, settings) -> SileroVAD | None:
+def make_vad(kind: str, settings, level: float | None = None) -> SileroVAD | None:
     """A per-session Silero detector, or None for the recognizer's energy VAD."""
     if kind != "silero":
         return None
-    return SileroVAD(load_silero(), threshold=settings.silero_threshold)
+    threshold = settings.silero_threshold if level is None else level
+    return SileroVAD(load_silero(), threshold=threshold)
+
+
+class RecognitionSetup:
+    """The server's settings applied to one session's options (``session.recognizer.Setup``)."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self._settings = ctx.settings
+        self._backend = ctx.backend
+
+    def vad_kind(self, o: RecognitionOptions) -> str:
+        return o.vad or self._settings.vad
+
+    def recognizer_config(self, o: RecognitionOptions) -> RecognizerConfig:
+        s = self._settings
+        endpoint = EndpointConfig(
+            sample_rate=TARGET_RATE,
+            speech_start_ms=s.vad_speech_start_ms,
+            silence_ms=(o.vad_silence_ms or s.vad_silence_ms) if o.endpointing else None,
+            preroll_ms=s.vad_preroll_ms if o.preroll_ms is None else o.preroll_ms,
+            max_segment_ms=o.max_segment_ms or s.max_segment_ms,
+        )
+        if o.vad_threshold is not None:
+            threshold = o.vad_threshold
+        elif o.vad_level is not None:  # 0.5 is the server's own setting; 1.0 twice as deaf
+            threshold = round(s.vad_threshold * 2 * o.vad_level)
+        else:
+            threshold = s.vad_threshold
+        return RecognizerConfig(
+            endpoint=endpoint,
+            vad_threshold=threshold,
+            partial_ms=o.partial_ms or round(s.streaming_chunk_size_sec * 1000),
+            partials=o.partials and self._backend.capabilities.partials,
+        )
+
+    def voice_detector(self, o: RecognitionOptions) -> SileroVAD | None:
+        return make_vad(self.vad_kind(o), self._settings, o.vad_level)
+
+    def open_stream(self, o: RecognitionOptions) -> ASRStream:
+        """Raises BackendError when the backend refuses the options."""
+        return self._backend.open_stream(StreamOptions(
+            sample_rate=TARGET_RATE, language=o.language, hotwords=o.hotwords,
+            n_best=o.n_best, vad=self.vad_kind(o)))
 
 
 async def open_recognizer(ctx: ServerContext, o: RecognitionOptions) -> SegmentRecognizer:
     """Raises ProtocolError(BAD_REQUEST) when the backend refuses the options."""
-    s = ctx.settings
     backend = ctx.backend
-    vad_kind = o.vad or s.vad
+    setup = RecognitionSetup(ctx)
     if o.n_best > 1 and not backend.capabilities.n_best:
         raise ProtocolError(ErrorCode.BAD_REQUEST,
                             f"backend {backend.name} gives no n-best lists; use n_best=1")
-    options = StreamOptions(sample_rate=TARGET_RATE, language=o.language, hotwords=o.hotwords,
-                            n_best=o.n_best, vad=vad_kind)
     try:
-        stream = await asyncio.to_thread(backend.open_stream, options)
+        stream = await asyncio.to_thread(setup.open_stream, o)
     except BackendError as exc:
         raise ProtocolError(ErrorCode.BAD_REQUEST, str(exc)) from None
     try:
-        vad = make_vad(vad_kind, s)
+        vad = setup.voice_detector(o)
     except RuntimeError as exc:
         await asyncio.to_thread(stream.close)
         raise ProtocolError(ErrorCode.BAD_REQUEST, str(exc)) from None
-    endpoint = EndpointConfig(
-        sample_rate=TARGET_RATE,
-        speech_start_ms=s.vad_speech_start_ms,
-        silence_ms=o.vad_silence_ms or s.vad_silence_ms,
-        preroll_ms=s.vad_preroll_ms,
-        max_segment_ms=o.max_segment_ms or s.max_segment_ms,
-    )
     observe = ctx.metrics.inference_time
     timers = {k: observe.labels(backend.name, k) for k in ("accept", "partial", "final")}
 
@@ -69,13 +89,6 @@ async def open_recognizer(ctx: ServerContext, o: RecognitionOptions) -> SegmentR
         timers[kind].observe(seconds)
 
     return SegmentRecognizer(
-        stream,
-        RecognizerConfig(
-            endpoint=endpoint,
-            vad_threshold=s.vad_threshold if o.vad_threshold is None else o.vad_threshold,
-            partial_ms=o.partial_ms or round(s.streaming_chunk_size_sec * 1000),
-            partials=o.partials and backend.capabilities.partials,
-        ),
-        on_inference=on_inference,
-        vad=vad,
+        stream, setup.recognizer_config(o), on_inference=on_inference, vad=vad,
+        setup=setup, options=o,
     )
