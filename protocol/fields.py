@@ -27,6 +27,7 @@ def _hotwords(v: Any) -> tuple[str, ...]:
     return words
 
 
+check_language = _language
 Language = Annotated[str, AfterValidator(_language)]
 Hotwords = Annotated[tuple[str, ...], BeforeValidator(_hotwords)]
 

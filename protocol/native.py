@@ -136,8 +136,8 @@ class NativeProtocol:
         return None
 
     def handshake(self, query: Mapping[str, str], headers: Mapping[str, str],
-                  max_seconds: float) -> NativeWire:
-        return NativeWire(parse_params(query), max_seconds)
+                  settings: Any) -> NativeWire:
+        return NativeWire(parse_params(query), settings.max_session_seconds)
 
 
 class NativeWire:

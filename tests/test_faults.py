@@ -87,7 +87,7 @@ async def test_a_client_that_stops_reading_is_cut_off_without_blocking_inference
         ctx = dataclasses.replace(server.ctx, batcher=LoopBatcher(server.ctx.pool))
         recognizer = await open_recognizer(ctx, RecognitionOptions())
         wire = native.NativeProtocol().handshake(
-            {"call_id": "slow", "sample_rate": "16000"}, {}, 0)
+            {"call_id": "slow", "sample_rate": "16000"}, {}, server.settings)
         live = LiveSession(ws, ctx, wire, recognizer, Ready("s", 16000, "mock", "m"),
                            structlog.get_logger())
         await asyncio.wait_for(live.run(), 10)

@@ -34,10 +34,9 @@ def attach_live(app: FastAPI, protocol: Any, *paths: str) -> None:
 
 async def serve_live(websocket: WebSocket, protocol: Any) -> None:
     ctx: ServerContext = websocket.app.state.ctx
-    max_seconds = ctx.settings.max_session_seconds
     admitted = admit(ctx, protocol, websocket.headers, websocket.query_params,
                      lambda: protocol.handshake(websocket.query_params, websocket.headers,
-                                                max_seconds))
+                                                ctx.settings))
     if isinstance(admitted, Refusal):
         await deny(websocket, protocol, admitted)
         return
