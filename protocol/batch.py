@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from protocol.common import ProtocolError
+from protocol.common import BEARER, QUERY_TOKEN, ProtocolError, refusal_body
 from protocol.fields import Hotwords, Language, describe
 from session.events import ErrorCode, Final
+from session.options import RecognitionOptions
 
 ResponseFormat = Literal["json", "text", "srt", "vtt"]
 MEDIA_TYPES = {"json": "application/json", "text": "text/plain; charset=utf-8",
@@ -27,6 +28,72 @@ class BatchParams(BaseModel):
     hotwords: Hotwords = Field((), description="Comma-separated words to favour.")
     response_format: ResponseFormat = "json"
     vad_silence_ms: int | None = Field(None, ge=100, le=10000)
+
+
+    stream: ClassVar[bool] = False  # one response, once the whole file is recognised
+
+    @property
+    def options(self) -> RecognitionOptions:
+        return RecognitionOptions(language=self.language, hotwords=self.hotwords,
+                                  vad_silence_ms=self.vad_silence_ms, partials=False)
+
+
+class Word(BaseModel):
+    word: str
+    start_ms: int
+    end_ms: int
+    confidence: float | None
+
+
+class Segment(BaseModel):
+    start_ms: int
+    end_ms: int
+    text: str
+    confidence: float | None
+    reason: str
+    words: list[Word]
+
+
+class Transcript(BaseModel):
+    """The ``json`` response (the OpenAPI schema is generated from it)."""
+
+    text: str
+    duration_ms: int
+    latency_ms: int
+    language: str | None
+    segments: list[Segment]
+
+
+STATUS = {
+    ErrorCode.BAD_REQUEST: 400, ErrorCode.INVALID_AUDIO: 400, ErrorCode.UNSUPPORTED_AUDIO: 415,
+    ErrorCode.AUDIO_TOO_LONG: 413, ErrorCode.UPLOAD_TOO_LARGE: 413,
+    ErrorCode.UPLOAD_TIMEOUT: 408, ErrorCode.BACKEND_ERROR: 500,
+    ErrorCode.INTERNAL_ERROR: 500,
+}
+
+
+class NativeBatchProtocol:
+    """``POST /v1/stt/transcribe``: parameters in the query or the form, sttd's error object."""
+
+    name = "native_batch"
+    credentials = (BEARER, QUERY_TOKEN)
+    auth_challenge = "Bearer"
+    capacity_status = 503
+    error_body = staticmethod(refusal_body)
+    form_model = BatchParams
+    response_model = Transcript
+    media_types = ("application/json", "text/plain", "application/x-subrip", "text/vtt")
+
+    def status_for(self, code: ErrorCode) -> int:
+        return STATUS.get(code, 400)
+
+    def parse(self, fields: dict) -> BatchParams:
+        return parse_params(fields)
+
+    def render(self, params: BatchParams, finals: Sequence[Final], duration_ms: int,
+               latency_ms: int) -> tuple[str, str]:
+        fmt = params.response_format
+        return render(fmt, finals, duration_ms, latency_ms), MEDIA_TYPES[fmt]
 
 
 def parse_params(fields: dict[str, str]) -> BatchParams:

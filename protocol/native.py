@@ -38,7 +38,6 @@ from protocol.common import (
 from protocol.container import ContainerDecoder
 from protocol.fields import Hotwords, Language, describe
 from protocol.pcm import MIN_RATE
-from session.options import RecognitionOptions
 from session.events import (
     AudioDropped,
     Cleared,
@@ -57,6 +56,7 @@ from session.events import (
     SpeechStarted,
     SpeechStopped,
 )
+from session.options import RecognitionOptions
 
 MAX_CONTROL_CHARS = 4096
 

@@ -43,7 +43,7 @@ from protocol.common import (
 )
 from protocol.deltas import AppendOnlyText
 from protocol.fields import check_language
-from protocol.openai_batch import LANGUAGE_NAMES, token_usage
+from protocol.openai_batch import LANGUAGE_NAMES, openai_error_body, token_usage
 from session.events import (
     AudioDropped,
     Cleared,
@@ -79,12 +79,6 @@ def _bad(message: str, *, param: str | None = None, code: str = "invalid_value",
          event_id: str | None = None) -> ProtocolError:
     return ProtocolError(ErrorCode.BAD_REQUEST, message, fatal=False, detail=code,
                          event_id=event_id, param=param)
-
-
-def openai_error_body(status: int, code: str, message: str, param: str | None = None) -> dict:
-    kind = "server_error" if status >= 500 else "invalid_request_error"
-    code = "invalid_api_key" if status == 401 else code
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 class OpenAIRealtimeProtocol:

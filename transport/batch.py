@@ -1,4 +1,7 @@
-"""``POST /v1/stt/transcribe``: a whole file in, one transcript out.
+"""File transcription endpoints: a whole file in, one transcript out (or server-sent events
+as it is recognised), for every batch protocol: ``POST /v1/stt/transcribe`` (native) and
+``POST /v1/audio/transcriptions`` (OpenAI). A protocol brings its form parser, its renderer
+and its error object; reading, decoding, recognition and limits are shared.
 
 The body (raw ``audio/*`` or a multipart ``file`` field, chunked or not) is decoded by FFmpeg
 while it arrives and fed through the same VAD, endpointer, backend and inference pool as a
@@ -12,138 +15,130 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import ClientDisconnect
 
 from inference.job import AudioChunk, Control, ControlItem, SessionJob
-from protocol import batch
+from protocol.batch import NativeBatchProtocol
 from protocol.common import ProtocolError
 from protocol.container import ContainerDecoder
+from protocol.openai_batch import ModelList, OpenAIBatchProtocol, model_list
 from protocol.pcm import TARGET_RATE
 from session.events import ErrorCode, Final, SessionEnd, SessionError
+from transport.admission import Refusal, admit
 from transport.capacity import Slot
 from transport.context import ServerContext
 from transport.multipart import FilePart, UploadBody, UploadLimits, iter_upload
-from transport.recognition import RecognitionOptions, open_recognizer
+from transport.recognition import open_recognizer
 
 log = structlog.get_logger("sttd.batch")
 
-_STATUS = {
-    ErrorCode.BAD_REQUEST: 400,
-    ErrorCode.INVALID_AUDIO: 400,
-    ErrorCode.UNSUPPORTED_AUDIO: 415,
-    ErrorCode.AUDIO_TOO_LONG: 413,
-    ErrorCode.UPLOAD_TOO_LARGE: 413,
-    ErrorCode.UPLOAD_TIMEOUT: 408,
-    ErrorCode.BACKEND_ERROR: 500,
-    ErrorCode.INTERNAL_ERROR: 500,
-}
 # stt_batch_requests_total status of a request whose client disconnected before its answer
 # (nginx's "client closed request"; never sent, there is nobody to send it to)
 CLIENT_CLOSED = "499"
 
-_OPENAPI = {
-    "parameters": [
-        {"name": "language", "in": "query", "schema": {"type": "string", "default": "auto"},
-         "description": "'auto' or a BCP-47 tag such as 'en'."},
-        {"name": "hotwords", "in": "query", "schema": {"type": "string"},
-         "description": "Comma-separated words or phrases to favour."},
-        {"name": "response_format", "in": "query",
-         "schema": {"type": "string", "enum": ["json", "text", "srt", "vtt"], "default": "json"}},
-        {"name": "vad_silence_ms", "in": "query",
-         "schema": {"type": "integer", "minimum": 100, "maximum": 10000},
-         "description": "Silence that ends a segment."},
-    ],
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {"schema": {
-                "type": "object", "required": ["file"],
-                "properties": {
-                    "file": {"type": "string", "format": "binary"},
-                    "language": {"type": "string"}, "hotwords": {"type": "string"},
-                    "response_format": {"type": "string",
-                                        "enum": ["json", "text", "srt", "vtt"]},
-                    "vad_silence_ms": {"type": "integer"},
-                },
-            }},
-            "audio/*": {"schema": {"type": "string", "format": "binary"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        },
-    },
-    "responses": {
-        "200": {"description": "The transcript.", "content": {
-            "application/json": {"schema": {"type": "object", "properties": {
-                "text": {"type": "string"}, "duration_ms": {"type": "integer"},
-                "latency_ms": {"type": "integer"},
-                "language": {"type": "string", "nullable": True},
-                "segments": {"type": "array", "items": {"type": "object", "properties": {
-                    "start_ms": {"type": "integer"}, "end_ms": {"type": "integer"},
-                    "text": {"type": "string"},
-                    "confidence": {"type": "number", "nullable": True},
-                    "reason": {"type": "string"},
-                    "words": {"type": "array", "items": {"type": "object", "properties": {
-                        "word": {"type": "string"}, "start_ms": {"type": "integer"},
-                        "end_ms": {"type": "integer"},
-                        "confidence": {"type": "number", "nullable": True}}}},
-                }}},
-            }}},
-            "text/plain": {}, "application/x-subrip": {}, "text/vtt": {},
-        }},
-        "400": {"description": "Bad parameters or undecodable audio."},
-        "401": {"description": "Missing or wrong bearer token (when STT_AUTH_TOKENS is set)."},
-        "408": {"description": "The upload stalled for STT_UPLOAD_IDLE_TIMEOUT_SEC, took "
-                "longer than STT_UPLOAD_DEADLINE_SEC, or arrived slower than "
-                "STT_UPLOAD_MIN_BYTES_PER_SEC (with audio slower than real time)."},
-        "413": {"description": "Upload or audio duration over the limit."},
-        "415": {"description": "Not a media type or audio format the server decodes."},
-        "503": {"description": "Server full or not ready."},
-    },
+_ERRORS = {
+    400: "Bad parameters or undecodable audio.",
+    401: "Missing or wrong API key (when STT_AUTH_TOKENS is set).",
+    408: "The upload stalled for STT_UPLOAD_IDLE_TIMEOUT_SEC, took longer than "
+         "STT_UPLOAD_DEADLINE_SEC, or arrived slower than STT_UPLOAD_MIN_BYTES_PER_SEC "
+         "(with audio slower than real time).",
+    413: "Upload or audio duration over the limit.",
+    415: "Not a media type or audio format the server decodes.",
+    429: "Server full (OpenAI's endpoint: the SDK backs off and retries).",
+    503: "Server full, not ready or draining.",
 }
 
 
+def openapi(protocol: Any) -> dict[str, Any]:
+    """The operation's request body and responses, generated from the protocol's models."""
+    form = protocol.form_model.model_json_schema()
+    form["properties"]["file"] = {"type": "string", "format": "binary"}
+    form["required"] = ["file", *form.get("required", [])]
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        "requestBody": {"required": True, "content": {
+            "multipart/form-data": {"schema": form},
+            "audio/*": binary, "application/octet-stream": binary,
+        }},
+        "responses": {
+            "200": {"description": "The transcript.", "content": {
+                media: ({"schema": protocol.response_model.model_json_schema()}
+                        if media == "application/json" else {})
+                for media in protocol.media_types}},
+            **{str(status): {"description": text} for status, text in _ERRORS.items()
+               if status != (503 if protocol.capacity_status == 429 else 429)},
+        },
+    }
+
+
+def query_parameters(protocol: Any) -> list[dict[str, Any]]:
+    """Native parameters may come in the query too."""
+    schema = protocol.form_model.model_json_schema()
+    return [{"name": name, "in": "query", "schema": prop,
+             **({"description": prop["description"]} if "description" in prop else {})}
+            for name, prop in schema["properties"].items()]
+
+
 def attach(app: FastAPI) -> None:
+    native, openai = NativeBatchProtocol(), OpenAIBatchProtocol()
+
+    async def transcribe(request: Request) -> Response:
+        return await serve_batch(request, native)
+
+    async def audio_transcriptions(request: Request) -> Response:
+        return await serve_batch(request, openai)
+
+    async def models(request: Request) -> JSONResponse:
+        ctx: ServerContext = request.app.state.ctx
+        if not ctx.gate.authorised(request.headers, request.query_params, openai.credentials):
+            return JSONResponse(openai.error_body(401, "unauthorized", "a valid API key is "
+                                                  "required"), 401,
+                                headers={"WWW-Authenticate": "Bearer"})
+        return JSONResponse(model_list([ctx.backend.model]))
+
+    native_api = openapi(native)
+    native_api["parameters"] = query_parameters(native)
     app.add_api_route("/v1/stt/transcribe", transcribe, methods=["POST"],
-                      openapi_extra=_OPENAPI, summary="Transcribe an audio file",
+                      openapi_extra=native_api, summary="Transcribe an audio file",
                       response_class=Response)
+    app.add_api_route("/v1/audio/transcriptions", audio_transcriptions, methods=["POST"],
+                      openapi_extra=openapi(openai), response_class=Response,
+                      summary="Transcribe an audio file (OpenAI-compatible)")
+    app.add_api_route("/v1/models", models, methods=["GET"], summary="The served model",
+                      responses={200: {"model": ModelList}})
 
 
-def _error(ctx: ServerContext, status: int, code: str, message: str) -> JSONResponse:
+def _error(ctx: ServerContext, protocol: Any, status: int, code: str, message: str,
+           param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
     ctx.metrics.batch_requests.labels(str(status)).inc()
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+    return JSONResponse(protocol.error_body(status, code, message, param), status_code=status,
+                        headers=headers)
 
 
-async def transcribe(request: Request) -> Response:
+async def serve_batch(request: Request, protocol: Any) -> Response:
     ctx: ServerContext = request.app.state.ctx
-    if not ctx.gate.authorised(request.headers, request.query_params):
-        ctx.metrics.rejections.labels("unauthorized").inc()
-        response = _error(ctx, 401, "unauthorized", "a valid bearer token is required")
-        response.headers["WWW-Authenticate"] = "Bearer"
-        return response
-    if ctx.draining:
-        ctx.metrics.rejections.labels("draining").inc()
-        response = _error(ctx, 503, "draining", "the server is shutting down; retry elsewhere")
-        response.headers["Retry-After"] = "1"
-        return response
-    if not ctx.ready:
-        ctx.metrics.rejections.labels("not_ready").inc()
-        return _error(ctx, 503, "not_ready", "the backend is not loaded yet")
-    slot = Slot()
-    if not ctx.slots.try_take(slot):
-        ctx.metrics.rejections.labels("capacity").inc()
-        return _error(ctx, 503, "capacity", f"server is full ({ctx.slots.limit} sessions)")
+    admitted = admit(ctx, protocol, request.headers, request.query_params)
+    if isinstance(admitted, Refusal):
+        return _error(ctx, protocol, admitted.status, admitted.code, admitted.message,
+                      admitted.param, admitted.headers)
+    slot, _ = admitted
     try:
-        return await _transcribe(request, ctx, slot)
+        return await _transcribe(request, ctx, protocol, slot)
     except ProtocolError as exc:
-        return _error(ctx, _STATUS.get(exc.code, 400), exc.code.value, exc.message)
+        return _error(ctx, protocol, protocol.status_for(exc.code), exc.code.value,
+                      exc.message, exc.param)
     finally:
-        ctx.slots.release(slot)
+        if not getattr(slot, "streaming", False):
+            ctx.slots.release(slot)
 
 
-async def _transcribe(request: Request, ctx: ServerContext, slot: Slot) -> Response:
+async def _transcribe(request: Request, ctx: ServerContext, protocol: Any,
+                      slot: Slot) -> Response:
     """Reads and recognises the upload; stops at once when the client goes away, during the
     upload or after it (what it sent is not recognised for nobody)."""
     started = time.monotonic()
@@ -157,7 +152,8 @@ async def _transcribe(request: Request, ctx: ServerContext, slot: Slot) -> Respo
         audio_seconds=lambda: decoding[0].decoded_samples / TARGET_RATE if decoding else 0.0,
     )
     reader = asyncio.create_task(body.run())
-    work = asyncio.create_task(_recognise(request, ctx, slot, body, decoding, started))
+    work = asyncio.create_task(_recognise(request, ctx, protocol, slot, body, decoding,
+                                          started))
     try:
         await asyncio.wait((work, reader), return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:  # the server is stopping: stop the work too
@@ -195,20 +191,18 @@ def _client_gone(ctx: ServerContext, body: UploadBody, decoding: list[ContainerD
     return Response(status_code=int(CLIENT_CLOSED))
 
 
-async def _recognise(request: Request, ctx: ServerContext, slot: Slot, body: UploadBody,
-                     decoding: list[ContainerDecoder], started: float) -> Response:
+async def _recognise(request: Request, ctx: ServerContext, protocol: Any, slot: Slot,
+                     body: UploadBody, decoding: list[ContainerDecoder],
+                     started: float) -> Response:
     s = ctx.settings
-    fields = dict(request.query_params)
+    fields: dict[str, Any] = dict(request.query_params)
     run: BatchRun | None = None
     decoder: ContainerDecoder | None = None
     try:
         async for part in iter_upload(request, body, fields):
             assert isinstance(part, FilePart)
-            params = batch.parse_params(fields)
-            recognizer = await open_recognizer(ctx, RecognitionOptions(
-                language=params.language, hotwords=params.hotwords,
-                vad_silence_ms=params.vad_silence_ms, partials=False,
-            ))
+            params = protocol.parse(fields)
+            recognizer = await open_recognizer(ctx, params.options)
             run = BatchRun(ctx, recognizer)
             slot.job = run.job
             decoder = ContainerDecoder(
@@ -226,7 +220,14 @@ async def _recognise(request: Request, ctx: ServerContext, slot: Slot, body: Upl
                                 "(Content-Type audio/*) or as a multipart 'file' field")
         async for pcm in decoder.finish():
             await run.feed(pcm)
-        params = batch.parse_params(fields)  # response_format may follow the file
+        params = protocol.parse(fields)  # response_format may follow the file
+        if params.stream:
+            await run.end_of_input()
+            events = _sse(ctx, protocol, params, run, slot, started)
+            slot.streaming = True  # the stream releases the slot and closes the run
+            run = None
+            return StreamingResponse(events, media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
         finals = await run.finish()
     finally:
         if decoder is not None:
@@ -234,13 +235,44 @@ async def _recognise(request: Request, ctx: ServerContext, slot: Slot, body: Upl
         if run is not None:
             run.disconnected = body.client_left
             run.close()
-    duration_ms = run.samples * 1000 // TARGET_RATE
+    duration_ms = run_samples_ms(run.samples)
     latency_ms = round((time.monotonic() - started) * 1000)
     ctx.metrics.batch_requests.labels("200").inc()
-    log.info("batch.done", duration_ms=duration_ms, latency_ms=latency_ms,
-             segments=len(finals), response_format=params.response_format)
-    rendered = batch.render(params.response_format, finals, duration_ms, latency_ms)
-    return Response(rendered, media_type=batch.MEDIA_TYPES[params.response_format])
+    log.info("batch.done", protocol=protocol.name, duration_ms=duration_ms,
+             latency_ms=latency_ms, segments=len(finals))
+    rendered, media_type = protocol.render(params, finals, duration_ms, latency_ms)
+    return Response(rendered, media_type=media_type)
+
+
+def run_samples_ms(samples: int) -> int:
+    return samples * 1000 // TARGET_RATE
+
+
+async def _sse(ctx: ServerContext, protocol: Any, params: Any, run: BatchRun, slot: Slot,
+               started: float) -> AsyncIterator[str]:
+    """``stream=true``: one delta per segment as it is recognised, then the done event (or an
+    error event: the SDK raises it). Ends the run and frees the slot however it stops."""
+    finals: list[Final] = []
+    try:
+        try:
+            async for final in run.finals():
+                if final.text:
+                    yield protocol.stream_delta(params, final, first=not finals)
+                    finals.append(final)
+        except ProtocolError as exc:
+            ctx.metrics.batch_requests.labels(str(protocol.status_for(exc.code))).inc()
+            yield protocol.stream_error(exc)
+            return
+        duration_ms = run_samples_ms(run.samples)
+        ctx.metrics.batch_requests.labels("200").inc()
+        log.info("batch.done", protocol=protocol.name, duration_ms=duration_ms,
+                 latency_ms=round((time.monotonic() - started) * 1000),
+                 segments=len(finals), stream=True)
+        yield protocol.stream_done(finals, duration_ms)
+    finally:
+        run.disconnected = not run.completed
+        run.close()
+        ctx.slots.release(slot)
 
 
 class BatchRun:
@@ -257,7 +289,8 @@ class BatchRun:
             out_queue_size=1 << 30,  # finals only: never shed
         )
         self.samples = 0
-        self._completed = False
+        self.completed = False
+        self._closed = False
 
     async def feed(self, pcm: bytes) -> None:
         samples = len(pcm) // 2
@@ -265,16 +298,21 @@ class BatchRun:
         self._ctx.metrics.audio_received.inc(samples / TARGET_RATE)
         await self.job.put(AudioChunk(pcm, time.monotonic()))
 
-    async def finish(self) -> list[Final]:
+    async def end_of_input(self) -> None:
         await self.job.put(ControlItem(Control.EOS, time.monotonic()))
-        finals: list[Final] = []
+
+    async def finish(self) -> list[Final]:
+        await self.end_of_input()
+        return [final async for final in self.finals()]
+
+    async def finals(self) -> AsyncIterator[Final]:
+        """Each final as it is recognised, until the end; raises the session's error."""
         async for event in self._events():
             if isinstance(event, Final):
-                finals.append(event)
+                yield event
             elif isinstance(event, SessionError):
                 raise ProtocolError(event.code, event.message)
-        self._completed = True
-        return finals
+        self.completed = True
 
     async def _events(self) -> AsyncIterator:
         get = self.job.events.get
@@ -284,9 +322,10 @@ class BatchRun:
                 return
 
     def close(self) -> None:
-        job = self.job
-        job.cancelled = not self._completed
-        job.offer(ControlItem(Control.CLOSE, time.monotonic()))
-        outcome = ("completed" if self._completed
+        if self._closed:
+            return
+        self._closed = True
+        self.job.close(cancelled=not self.completed)
+        outcome = ("completed" if self.completed
                    else "disconnected" if self.disconnected else "error")
         self._ctx.metrics.sessions.labels(outcome).inc()

@@ -15,6 +15,7 @@ class Slot:
 
     job: Any = None
     drain: Callable[[], None] | None = None
+    streaming: bool = False  # a response streams on: it releases the slot itself
 
 
 class SessionSlots:

@@ -179,7 +179,7 @@ class UploadBody:
 
 
 async def iter_upload(request: Request, body: UploadBody,
-                      fields: dict[str, str]) -> AsyncIterator[FilePart]:
+                      fields: dict[str, str | list[str]]) -> AsyncIterator[FilePart]:
     """Yields the one audio part; form fields found before it are merged into ``fields``
     (after it: only ``response_format`` may still change). Ends once the whole body has been
     read: a multipart body must end with its closing boundary (else 400: cut off)."""
@@ -209,7 +209,10 @@ async def iter_upload(request: Request, body: UploadBody,
             if seen_file and name != "response_format" and fields.get(name) != value:
                 raise ProtocolError(ErrorCode.BAD_REQUEST,
                                     f"form field {name!r} must come before the file")
-            fields[name] = value
+            if name.endswith("[]"):  # repeated: OpenAI's timestamp_granularities[], include[]
+                fields.setdefault(name, []).append(value)
+            else:
+                fields[name] = value
         elif kind == "file":
             if seen_file:
                 raise ProtocolError(ErrorCode.BAD_REQUEST, "send one file per request")
