@@ -217,6 +217,7 @@ class SegmentRecognizer:
                 self._first_text_at = None
                 events.append(SpeechStarted(self.segment_seq, self._ms(action.start_sample)))
             elif isinstance(action, SpeechEnd):
+                self.samples_since_commit = 0  # the segment commits what came before it
                 stopped = SpeechStopped(self.segment_seq, self._ms(action.end_sample))
                 if self.early is None:
                     events.append(stopped)
