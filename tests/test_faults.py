@@ -74,8 +74,8 @@ async def test_a_client_that_stops_reading_is_cut_off_without_blocking_inference
     from inference.pool import LoopBatcher
     from protocol import native
     from session.events import Ready
-    from transport.live import LiveSession
     from session.options import RecognitionOptions
+    from transport.live import LiveSession
     from transport.recognition import open_recognizer
 
     server = start_server(send_timeout_sec=0.5)

@@ -181,16 +181,16 @@ def test_a_full_server_answers_429_which_the_sdk_retries(start_server):
 
 # -- /v1/realtime --------------------------------------------------------------------------
 
-async def recv(conn, timeout: float = 30.0) -> dict:
+async def recv(conn, wait: float = 30.0) -> dict:
     """The next server event, validated against the SDK's GA model of its type."""
-    raw = json.loads(await asyncio.wait_for(conn.recv_bytes(), timeout))
+    raw = json.loads(await asyncio.wait_for(conn.recv_bytes(), wait))
     GA_EVENTS[raw["type"]].model_validate(raw)
     return raw
 
 
-async def until(conn, kind: str, seen: list, timeout: float = 60.0) -> dict:
+async def until(conn, kind: str, seen: list, wait: float = 60.0) -> dict:
     while True:
-        event = await recv(conn, timeout)
+        event = await recv(conn, wait)
         seen.append(event)
         if event["type"] == kind:
             return event
