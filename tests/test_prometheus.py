@@ -36,7 +36,7 @@ pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is not in
 DEPLOY = REPO_ROOT / "deploy"
 DASHBOARD = json.loads((DEPLOY / "grafana" / "sttd-dashboard.json").read_text())
 RATE_PANELS_NONZERO = {  # panels that must move while streams run
-    "Sessions ended per second, by outcome", "Audio seconds per second",
+    "Sessions per second: ended by outcome, opened by protocol", "Audio seconds per second",
     "Real-time factor by backend (inference s per audio s)", "Finals per second, by reason",
     "Process CPU (cores)",
 }
