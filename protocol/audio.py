@@ -25,7 +25,7 @@ class RawDecoder:
         self.codec = codec
         self._channels = channels
         self._frame_bytes = _SAMPLE_BYTES[codec] * channels  # one sample of every channel
-        self._resampler = Resampler(sample_rate)
+        self._resampler = Resampler(sample_rate, live=True)
         # 16 kHz mono s16 needs no conversion at all: frames pass through, validated.
         self._passthrough = (codec == "pcm_s16le" and channels == 1
                              and sample_rate == TARGET_RATE)
