@@ -38,7 +38,9 @@ class Resampler:
     final latency). Here a short Kaiser-windowed FIR (63 taps: anti-alias before
     downsampling, anti-image after upsampling; within 1.5 dB to 75 % of the lower Nyquist,
     3 dB at 8 kHz, and >= 60 dB down past it) does the filtering, and soxr's quick cubic
-    mode, which keeps no block back, only changes the rate: 0.6-2 ms of delay in all.
+    mode, which keeps no block back, only changes the rate: 0.6-2 ms of delay in all, and
+    every frame's output is whole (20 ms in, 320 samples out), which the VAD's 20 ms frames
+    need to finish a turn when the frame that ends it arrives.
     Containers (files, MediaRecorder chunks of a second) keep soxr's HQ.
     """
 
@@ -71,6 +73,13 @@ class Resampler:
             out = self._stream.resample_chunk(self._filter(mono), last=False)
         else:
             out = self._filter(self._stream.resample_chunk(mono, last=False))
+        if not self._sent:
+            # Interpolation keeps a sample or a few back; starting the output that many
+            # samples early keeps each frame's output whole, so a VAD frame that ends where
+            # the client's frame ends is complete without waiting for the next frame.
+            lag = -(-self._received * TARGET_RATE // self.rate) - out.size
+            if lag > 0:
+                out = np.concatenate([np.zeros(lag, dtype=np.float32), out])
         self._sent += out.size
         return out
 
