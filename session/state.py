@@ -51,10 +51,6 @@ class Lifecycle:
     def reading(self) -> bool:
         return self.state is SessionState.OPEN
 
-    @property
-    def failed(self) -> bool:
-        return self.state is SessionState.FAILED or self.outcome == "error"
-
     def to(self, state: SessionState) -> None:
         if state not in _NEXT[self.state]:
             raise IllegalTransition(f"session cannot go from {self.state.value} to {state.value}")

@@ -52,3 +52,20 @@ def speech(ms: int, amplitude: int = 3000) -> np.ndarray:
 
 def silence(ms: int) -> np.ndarray:
     return np.zeros(16 * ms, dtype=np.int16)
+
+
+def fail_finals(backend, error: Exception, when=lambda options: True) -> None:
+    """Make ``backend``'s streams raise ``error`` from ``finalize`` (for the stream options
+    ``when`` accepts): a backend failing at the edge we cannot break for real."""
+    open_stream = backend.open_stream
+
+    def opener(options):
+        stream = open_stream(options)
+        if when(options):
+            def finalize():
+                raise error
+
+            stream.finalize = finalize
+        return stream
+
+    backend.open_stream = opener

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import wave
 
 import numpy as np
 
@@ -22,6 +23,15 @@ FORMATS: dict[str, tuple[str, str, int, int, dict]] = {
     "webm_opus_48k": ("webm", "libopus", 48000, 1, {}),
     "m4a_aac_44k": ("ipod", "aac", 44100, 1, {}),
 }
+
+
+def wav_bytes(pcm: np.ndarray, rate: int = 16000) -> bytes:
+    """Mono 16-bit PCM WAV."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
+        w.writeframes(pcm.astype("<i2").tobytes())
+    return buf.getvalue()
 
 
 def encode(pcm16k: np.ndarray, name: str) -> bytes:

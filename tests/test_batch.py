@@ -4,16 +4,14 @@ multipart and raw bodies, chunked uploads, response formats, and every error pat
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import wave
 
 import httpx
 import numpy as np
 import pytest
 
 from tests.backends.conformance import FIXTURES
-from tests.media import FORMATS, encode, encode_as, float_wav
+from tests.media import FORMATS, encode, encode_as, float_wav, wav_bytes
 
 CLIP = FIXTURES["lj_LJ001-0001"]
 TURNS = FIXTURES["ep_ls_three_turns_pause4"]
@@ -28,14 +26,6 @@ def tolerant_server():
     server.start()
     yield server
     server.stop()
-
-
-def wav_bytes(pcm: np.ndarray, rate: int = 16000) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
-        w.writeframes(pcm.astype("<i2").tobytes())
-    return buf.getvalue()
 
 
 def words(text: str) -> list[str]:

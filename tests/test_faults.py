@@ -103,20 +103,11 @@ async def test_a_client_that_stops_reading_is_cut_off_without_blocking_inference
 
 async def test_a_raising_backend_fails_its_session_with_1011_and_others_go_on(start_server):
     from backends.base import BackendError
+    from tests.fakes import fail_finals
 
     server = start_server()
-    backend = server.ctx.backend
-    open_stream = backend.open_stream
-
-    def opener(options):
-        s = open_stream(options)
-        if "explode" in options.hotwords:
-            def finalize():
-                raise BackendError("model exploded")
-            s.finalize = finalize
-        return s
-
-    backend.open_stream = opener
+    fail_finals(server.ctx.backend, BackendError("model exploded"),
+                when=lambda options: "explode" in options.hotwords)
     broken, healthy = await asyncio.gather(
         stream(server.ws_url(hotwords="explode"), CLIP.pcm()),
         stream(server.ws_url(), CLIP.pcm()),

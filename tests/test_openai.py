@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
-import wave
 
 import httpx
 import numpy as np
@@ -34,6 +32,7 @@ from websockets.exceptions import InvalidStatus
 
 from tests.backends.conformance import FIXTURES
 from tests.media import g711
+from tests.media import wav_bytes as wav
 
 JFK = FIXTURES["fw_jfk"]
 CLIP = FIXTURES["lj_LJ001-0001"]
@@ -48,14 +47,6 @@ GA_EVENTS = {cls.model_fields["type"].annotation.__args__[0]: cls for cls in (
 
 def words(text: str) -> list[str]:
     return "".join(c for c in text.lower() if c.isalnum() or c.isspace()).split()
-
-
-def wav(pcm: np.ndarray, rate: int = 16000) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
-        w.writeframes(pcm.astype("<i2").tobytes())
-    return buf.getvalue()
 
 
 def pcm24(pcm16k: np.ndarray) -> bytes:

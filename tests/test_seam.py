@@ -31,7 +31,7 @@ from session.options import RecognitionOptions
 from session.recognizer import RecognizerConfig, SegmentRecognizer
 from session.state import IllegalTransition, Lifecycle, SessionState
 from tests.client import stream
-from tests.fakes import ScriptedStream, silence, speech
+from tests.fakes import ScriptedStream, fail_finals, silence, speech
 from transport.auth import Gate
 
 CFG = RecognizerConfig(endpoint=EndpointConfig(silence_ms=300, preroll_ms=100),
@@ -204,18 +204,6 @@ async def test_a_retryable_backend_failure_closes_1013_through_the_server(start_
     from tests.backends.conformance import FIXTURES
 
     server = start_server()
-    backend = server.ctx.backend
-    open_stream = backend.open_stream
-
-    def opener(options):
-        s = open_stream(options)
-
-        def finalize():
-            raise BackendError("engine restarting", retryable=True)
-
-        s.finalize = finalize
-        return s
-
-    backend.open_stream = opener
+    fail_finals(server.ctx.backend, BackendError("engine restarting", retryable=True))
     result = await asyncio.wait_for(stream(server.ws_url(), FIXTURES["lj_LJ001-0001"].pcm()), 30)
     assert result.messages[-1]["code"] == "backend_error" and result.close_code == 1013

@@ -259,8 +259,7 @@ class LiveSession:
             self.job.offer(ControlItem(Control.CLEAR, time.monotonic()))
         elif isinstance(inbound, Configure):
             if inbound.decoder is not None:  # the audio format changes from the next frame
-                await self._flush_decoder()
-                self._decoder.close()
+                await self._flush_decoder()  # (and closes it)
                 self._decoder = inbound.decoder
             self.job.offer(ControlItem(Control.CONFIGURE, time.monotonic(), inbound.options))
 
