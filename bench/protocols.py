@@ -1,24 +1,26 @@
 """The same recognition through every protocol sttd serves: accuracy, latency and per-frame cost.
 
-    python -m bench.protocols wer  [--speed 0] [--out FILE]    # Whisper, one server, 4 protocols
+    python -m bench.protocols wer  [--speed 0] [--out FILE]    # Whisper, one server, 6 protocols
     python -m bench.protocols load [--concurrency 32,64] [--frame-ms 20,100] [--out FILE]
     python -m bench.protocols cost                              # parse cost per frame (timeit)
 
 Each command starts its own ``sttd serve`` on a free loopback port (``wer --url``: a running one),
 so server and clients share the machine's cores.
 
-``wer``: every English clip of ``../shared/eval`` (``bench.wer``'s manifest, references,
-normaliser and jiwer) through (1) ``/v1/stt/ws`` (``bench.wer.stream_clip``: 100 ms frames, 1 s
-of trailing silence, eos), (2) ``POST /v1/stt/transcribe`` and (3) ``POST
-/v1/audio/transcriptions`` (``openai`` SDK, ``whisper-1``), both with the original file, and (4)
-``/v1/realtime`` (``openai`` SDK, server VAD 0.5 / 300 ms / 500 ms, the server's own defaults):
-the 16 kHz clip resampled to 24 kHz (soxr), 1.5 s of silence added, appended in 100 ms chunks;
-then a second ``session.update`` as a barrier (updates apply in order with the audio), and
-every item that had ``speech_started`` is awaited to its ``completed``; the transcripts are
-joined with spaces in commit order. A control, ``native_ws_24k``, streams that same 24 kHz
-audio over ``/v1/stt/ws`` (``sample_rate=24000``): it separates what the audio path (resampling)
-changes from what the protocol changes. ``--speed 0`` sends as fast as the server takes it (sttd
-is lossless for clients ahead of real time), so segmentation is that of real-time pace.
+``wer``: every English clip of ``../shared/eval`` (``bench.wer``'s manifest, references, normaliser
+and jiwer) through (1) ``/v1/stt/ws`` (``bench.wer.stream_clip``: 100 ms frames, 1 s of trailing
+silence, eos), (2) ``POST /v1/stt/transcribe`` and (3) ``POST /v1/audio/transcriptions``
+(``openai`` SDK, ``whisper-1``), both with the original file, and (4) ``/v1/realtime`` (``openai``
+SDK, server VAD 0.5 / 300 ms / 500 ms, the server's own defaults), (5) live ``/v1/listen``
+(``deepgram-sdk``, linear16 16 kHz in 100 ms frames, the server's endpointing, 1 s of silence,
+``CloseStream``) and (6) pre-recorded ``POST /v1/listen`` with the file. For (4): the 16 kHz clip
+resampled to 24 kHz (soxr), 1.5 s of silence added, appended in 100 ms chunks; then a second
+``session.update`` as a barrier (updates apply in order with the audio), and every item that had
+``speech_started`` is awaited to its ``completed``; the transcripts are joined with spaces in
+commit order. A control, ``native_ws_24k``, streams that same 24 kHz audio over ``/v1/stt/ws``
+(``sample_rate=24000``): it separates what the audio path (resampling) changes from what the
+protocol changes. ``--speed 0`` sends as fast as the server takes it (sttd is lossless for clients
+ahead of real time), so segmentation is that of real-time pace.
 
 ``load``: the mock backend (``STT_MOCK_TOLERANT=true``: resampled audio is located by its energy
 envelope, ~1.4 ms once per segment), energy VAD, one server. For each frame size and N, three
@@ -73,7 +75,8 @@ from bench.wer import stream_clip as native_stream
 from client.stream import read_pcm16k, stream_pcm
 from protocol.audio import RawDecoder
 
-PROTOCOLS = ("native_ws", "native_batch", "openai_batch", "openai_realtime")
+PROTOCOLS = ("native_ws", "native_batch", "openai_batch", "openai_realtime", "deepgram_live",
+             "deepgram_batch")
 CONTROL = "native_ws_24k"  # the realtime run's 24 kHz audio over /v1/stt/ws: audio vs protocol
 SPEECH_REFS = ("fw_jfk", "ep_lj001_0002_0003_pause2p5", "ep_ls_three_turns_pause4",
                "fleurs_en_004", "ls_6930_75918_0000", "lj_LJ001-0001")  # English in references/
@@ -130,6 +133,50 @@ async def realtime_text(http: str, pcm16: bytes, speed: float) -> str:
     return " ".join(t for t in (done.get(i, "") for i in order) if t)
 
 
+def deepgram_client(http: str):
+    from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
+
+    ws = http.replace("http", "ws", 1)
+    return AsyncDeepgramClient(api_key="x", environment=DeepgramClientEnvironment(
+        base=http, production=ws, agent=ws, agent_rest=http))
+
+
+async def deepgram_live_text(http: str, pcm16: bytes, speed: float) -> str:
+    """One clip through live /v1/listen with deepgram-sdk (server's endpointing, punctuate):
+    100 ms binary frames, 1 s of silence, CloseStream; the is_final transcripts joined."""
+    from deepgram.listen.v1.types import ListenV1CloseStream
+
+    pcm = pcm16 + bytes(32000)
+    finals: list[str] = []
+    async with deepgram_client(http).listen.v1.connect(
+            model="nova-3", encoding="linear16", sample_rate=16000, punctuate=True) as conn:
+        async def read() -> None:
+            async for msg in conn:
+                if getattr(msg, "type", None) == "Results" and msg.is_final:
+                    finals.append(msg.channel.alternatives[0].transcript)
+
+        reader = asyncio.create_task(read())
+        t0, step = time.monotonic(), 3200
+        for n, i in enumerate(range(0, len(pcm), step)):
+            if speed:
+                await asyncio.sleep(max(0.0, t0 + n * 0.1 / speed - time.monotonic()))
+            await conn.send_media(pcm[i:i + step])
+        await conn.send_close_stream(ListenV1CloseStream(type="CloseStream"))
+        await asyncio.wait_for(reader, 600)
+    return " ".join(t for t in finals if t)
+
+
+async def deepgram_batch_texts(http: str, clips: list[dict], audio_dir: Path) -> dict[str, str]:
+    client = deepgram_client(http)
+    out = {}
+    for clip in clips:
+        r = await client.listen.v1.media.transcribe_file(
+            request=(audio_dir / clip["audio"]).read_bytes(), model="nova-3", punctuate=True,
+            request_options={"timeout_in_seconds": 600, "max_retries": 0})
+        out[clip["id"]] = r.results.channels[0].alternatives[0].transcript
+    return out
+
+
 async def openai_batch_texts(http: str, clips: list[dict], audio_dir: Path) -> dict[str, str]:
     from openai import AsyncOpenAI
 
@@ -169,7 +216,13 @@ async def run_wer(args: argparse.Namespace, http: str) -> dict:
                   if m["type"] == "final" and m["text"]]
         return " ".join(finals)
 
+    async def dg_text(clip):
+        return await deepgram_live_text(http, read_pcm16k(audio_dir / clip["audio"]),
+                                        args.speed)
+
     runs = {"native_ws": lambda: each(ws_text),
+            "deepgram_live": lambda: each(dg_text),
+            "deepgram_batch": lambda: deepgram_batch_texts(http, clips, audio_dir),
             "native_batch": lambda: batch_texts(ws, clips, audio_dir),
             "openai_batch": lambda: openai_batch_texts(http, clips, audio_dir),
             "openai_realtime": lambda: each(rt_text), CONTROL: lambda: each(ws24_text)}

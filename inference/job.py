@@ -325,7 +325,7 @@ class SessionJob:
             events.append(SessionError(ErrorCode.SHUTTING_DOWN,
                                        "the server is shutting down; reconnect to continue"))
         else:
-            events.append(SessionEnd())
+            events.append(SessionEnd(self._rec.processed_samples * 1000 // self._rate))
         return events
 
     def _fail(self, code: ErrorCode, message: str, retryable: bool = False) -> SessionError:

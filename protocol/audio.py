@@ -29,6 +29,7 @@ class RawDecoder:
         # 16 kHz mono s16 needs no conversion at all: frames pass through, validated.
         self._passthrough = (codec == "pcm_s16le" and channels == 1
                              and sample_rate == TARGET_RATE)
+        self.decoded_samples = 0  # output samples, as ``ContainerDecoder`` counts them
 
     def decode(self, frame: bytes) -> bytes:
         if len(frame) % self._frame_bytes:
@@ -38,9 +39,12 @@ class RawDecoder:
                 f"{self._frame_bytes}-byte samples; got {len(frame)} bytes",
             )
         if self._passthrough:
+            self.decoded_samples += len(frame) // 2
             return frame
         mono = downmix(self._to_float(frame), self._channels)
-        return to_s16(self._resampler.process(mono)).tobytes()
+        out = to_s16(self._resampler.process(mono)).tobytes()
+        self.decoded_samples += len(out) // 2
+        return out
 
     def flush(self) -> bytes:
         """The resampler's last samples, at end of stream."""

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from protocol.common import BEARER, QUERY_TOKEN, ProtocolError, refusal_body
+from protocol.common import BEARER, QUERY_TOKEN, ProtocolError, Upload, refusal_body
 from protocol.fields import Hotwords, Language, describe
 from session.events import ErrorCode, Final
 from session.options import RecognitionOptions
@@ -91,7 +91,7 @@ class NativeBatchProtocol:
         return parse_params(fields)
 
     def render(self, params: BatchParams, finals: Sequence[Final], duration_ms: int,
-               latency_ms: int) -> tuple[str, str]:
+               latency_ms: int, upload: Upload) -> tuple[str, str]:
         fmt = params.response_format
         return render(fmt, finals, duration_ms, latency_ms), MEDIA_TYPES[fmt]
 

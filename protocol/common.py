@@ -106,7 +106,8 @@ def close_for(error: SessionError) -> Close:
 class Credential:
     """Where a protocol's clients present their key (``transport/auth.py`` reads it):
     ``header`` with an Authorization scheme (``bearer``, ``token``), ``query`` with a
-    parameter name, or ``subprotocol`` with a ``Sec-WebSocket-Protocol`` prefix."""
+    parameter name, ``subprotocol`` with a ``Sec-WebSocket-Protocol`` prefix, or
+    ``subprotocol_pair`` with the entry that precedes the key."""
 
     where: str
     name: str
@@ -120,3 +121,12 @@ QUERY_TOKEN = Credential("query", "token")  # browsers cannot set WebSocket head
 def refusal_body(status: int, code: str, message: str, param: str | None = None) -> dict:
     """sttd's own error object (native protocol and batch endpoint)."""
     return {"error": {"code": code, "message": message}}
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """What a batch renderer may report about the request beyond its transcript."""
+
+    sha256: str  # of the uploaded bytes, as received
+    backend: str
+    model: str

@@ -19,6 +19,8 @@ def _language(v: str) -> str:
 
 
 def _hotwords(v: Any) -> tuple[str, ...]:
+    if isinstance(v, list | tuple):  # the parameter given more than once
+        v = ",".join(map(str, v))
     words = tuple(w.strip() for w in str(v).split(",") if w.strip()) if v else ()
     if len(words) > MAX_HOTWORDS:
         raise ValueError(f"at most {MAX_HOTWORDS} hotwords")

@@ -43,6 +43,7 @@ from session.events import (
     Cleared,
     Committed,
     Configured,
+    EndOfTurn,
     ErrorCode,
     Event,
     Final,
@@ -216,7 +217,8 @@ def _body(event: Event) -> dict[str, Any] | None:
             return {"type": "pong"}
         case SessionError():
             return {"type": "error", "code": event.code.value, "message": event.message}
-        case SessionEnd() | SpeechStopped() | Cleared() | Configured() | SegmentFailed():
+        case (SessionEnd() | SpeechStopped() | Cleared() | Configured() | SegmentFailed()
+              | EndOfTurn()):
             return None  # not part of this protocol (its clients see the final or error)
         case InputRejected():
             return {"type": "error", "code": event.code.value, "message": event.message}

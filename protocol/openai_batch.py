@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from protocol.batch import _clock
-from protocol.common import BEARER, ProtocolError
+from protocol.common import BEARER, ProtocolError, Upload
 from protocol.fields import MAX_HOTWORD_CHARS, MAX_HOTWORDS, Language
 from session.events import ErrorCode, Final
 from session.options import RecognitionOptions
@@ -363,7 +363,7 @@ class OpenAIBatchProtocol:
         return parse_form(fields)
 
     def render(self, form: TranscriptionForm, finals: Sequence[Final], duration_ms: int,
-               latency_ms: int) -> tuple[str, str]:
+               latency_ms: int, upload: Upload) -> tuple[str, str]:
         return render(form, finals, duration_ms)
 
     def stream_delta(self, form: TranscriptionForm, final: Final, first: bool) -> str:

@@ -49,6 +49,7 @@ from session.events import (
     Cleared,
     Committed,
     Configured,
+    EndOfTurn,
     ErrorCode,
     Event,
     Final,
@@ -304,7 +305,7 @@ class OpenAIRealtimeWire:
                         close_for(event))
             case SessionEnd():
                 return (Close(1000),)
-            case Pong():
+            case Pong() | EndOfTurn():
                 return NOTHING
         raise TypeError(f"cannot encode {event!r}")
 

@@ -141,10 +141,21 @@ class SessionError:
 
 
 @dataclass(frozen=True, slots=True)
+class EndOfTurn:
+    """The speaker's turn is over: ``silence_ms`` of audio without speech followed the last
+    recognised word (``session.turns``). Comes after the final of the turn's last segment."""
+
+    last_word_end_ms: int
+    silence_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class SessionEnd:
-    """Everything has been flushed; close normally."""
+    """Everything has been flushed; close normally. ``audio_ms``: the session's audio."""
+
+    audio_ms: int = 0
 
 
 Event = (Ready | SpeechStarted | SpeechStopped | Partial | Final | Committed | Cleared
          | Configured | InputRejected | SegmentFailed | AudioDropped | Pong | SessionError
-         | SessionEnd)
+         | EndOfTurn | SessionEnd)

@@ -29,6 +29,9 @@ class RecognitionOptions:
     partials: bool = True
     # False: silence never ends a segment; only the client's commit (or max_segment) does.
     endpointing: bool = True
+    # Silence after the last recognised word that ends the speaker's turn (an ``EndOfTurn``
+    # event, Deepgram's UtteranceEnd); None: no turn events.
+    turn_silence_ms: int | None = None
 
     def merge(self, **changes: Any) -> RecognitionOptions:
         unknown = set(changes) - {f.name for f in fields(self)}

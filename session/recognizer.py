@@ -19,6 +19,7 @@ from session.endpointer import EndpointConfig, Endpointer, SpeechAudio, SpeechEn
 from session.events import Event, Final, FinalReason, Partial, SpeechStarted, SpeechStopped
 from session.options import RecognitionOptions
 from session.text import TextProcessor, unchanged
+from session.turns import TurnDetector
 from session.vad import EnergyVAD
 
 InferenceObserver = Callable[[str, float], None]
@@ -78,6 +79,7 @@ class SegmentRecognizer:
         self._on_inference = on_inference or (lambda kind, seconds: None)
         self._vad = vad or EnergyVAD(config.vad_threshold)
         self._endpointer = Endpointer(config.endpoint)
+        self._turns = TurnDetector(self.options.turn_silence_ms)
         self._frame = config.endpoint.frame_samples
         self._rate = config.endpoint.sample_rate
         self._partial_samples = self._rate * config.partial_ms // 1000
@@ -112,6 +114,9 @@ class SegmentRecognizer:
         events: list[Event] = []
         for frame, voiced in zip(frames, self._vad.classify(frames), strict=True):
             self._apply(self._endpointer.process(frame, voiced), received_at, events)
+        turn = self._turns.advance(self._ms(self._endpointer.position), self.in_speech)
+        if turn is not None:
+            events.append(turn)
         return events
 
     def on_backend_result(self, wake: Callable[[], None]) -> None:
@@ -169,6 +174,7 @@ class SegmentRecognizer:
         old, self.options = self.options, options
         self._cfg = self._setup.recognizer_config(options)
         self._endpointer.reconfigure(self._cfg.endpoint)
+        self._turns.silence_ms = options.turn_silence_ms
         self._partial_samples = self._rate * self._cfg.partial_ms // 1000
         if (old.vad, old.vad_threshold, old.vad_level) != (
                 options.vad, options.vad_threshold, options.vad_level):
@@ -182,6 +188,7 @@ class SegmentRecognizer:
         """Forget the open segment and any audio not yet in one (OpenAI's buffer clear)."""
         self._remainder = np.zeros(0, dtype=np.int16)
         self.samples_since_commit = 0
+        self._turns.clear()
         if self._endpointer.clear() and self._setup is not None:
             self._pending = self._pending or self.options
         if self._pending is not None:
@@ -269,6 +276,7 @@ class SegmentRecognizer:
             segment_duration_ms=self._ms(end.end_sample - start),
         )
         self.segment_seq += 1
+        self._turns.on_final(final)
         return final
 
     def _timed(self, kind: str, call):

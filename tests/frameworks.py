@@ -115,19 +115,29 @@ def livekit_stt(base_url: str, **kwargs):
     return lk_openai.STT(base_url=base_url, api_key=API_KEY, **kwargs)
 
 
-async def livekit_stream(base_url: str, pcm: np.ndarray, rate: int, *, model: str,
+def every_turn_completed(run: LiveKitRun) -> bool:
+    """The OpenAI plugin's end: each speech_stopped turn has had its completed (usage)."""
+    stops = len(run.of("end_of_speech"))
+    return (stops >= 1 and stops == len(run.of("start_of_speech"))
+            and len(run.of("recognition_usage")) >= stops)
+
+
+async def livekit_stream(base_url: str, pcm: np.ndarray, rate: int, *, model: str = "",
                          frame_ms: int = 20, speed: float = 1.0, silence_s: float = 1.5,
-                         wait_s: float = 30.0) -> LiveKitRun:
+                         wait_s: float = 30.0, make_stt=None,
+                         done=every_turn_completed) -> LiveKitRun:
     """``stt.stream()`` as an agent's audio recognition uses it: push ``rtc.AudioFrame``s at
-    ``rate`` (the plugin resamples to 24 kHz) paced like a microphone (``speed`` times real
+    ``rate`` (the plugin resamples as it needs) paced like a microphone (``speed`` times real
     time), then silence so the VAD (the server's, or the plugin's own for realtime-only models)
-    closes the last turn; wait until every turn that started has had its ``.completed``."""
+    closes the last turn; wait until ``done(run)``. ``make_stt()`` builds another plugin's STT
+    (default: the OpenAI plugin on ``base_url``)."""
     from livekit import rtc
     from livekit.agents import utils
 
     run = LiveKitRun()
     async with utils.http_context.open():
-        stt = livekit_stt(base_url, model=model, use_realtime=True, language="en")
+        stt = (make_stt() if make_stt is not None
+               else livekit_stt(base_url, model=model, use_realtime=True, language="en"))
         stt.on("error", run.errors.append)
         stream = stt.stream()
 
@@ -139,10 +149,8 @@ async def livekit_stream(base_url: str, pcm: np.ndarray, rate: int, *, model: st
         step = rate * frame_ms // 1000
         audio = np.concatenate([pcm, np.zeros(int(rate * silence_s), np.int16)])
 
-        def settled() -> bool:  # each speech_stopped turn has had its completed (usage) event
-            stops = len(run.of("end_of_speech"))
-            return (stops >= 1 and stops == len(run.of("start_of_speech"))
-                    and len(run.of("recognition_usage")) >= stops)
+        def settled() -> bool:
+            return done(run)
 
         try:
             t0 = time.monotonic()
@@ -213,11 +221,11 @@ def silero_vad(stop_secs: float = 0.8):
 
 async def pipecat_run(stt, pcm16k: np.ndarray, *, local_vad: bool = True,
                       frame_ms: int = 20, speed: float = 1.0, silence_s: float = 1.5,
-                      wait_s: float = 30.0) -> PipecatRun:
+                      wait_s: float = 30.0, done=None) -> PipecatRun:
     """A pipecat user's pipeline minus the transport: [VADProcessor(Silero)], stt, collector in
     a ``PipelineWorker`` run by ``WorkerRunner``; 16 kHz ``InputAudioRawFrame``s are queued as
     an input transport would (paced, 20 ms), then silence; the ``EndFrame`` goes once every
-    speech segment has had its transcript (or ``wait_s``)."""
+    speech segment has had its transcript, or ``done(run)`` (or ``wait_s``)."""
     from pipecat.frames.frames import (
         EndFrame,
         Frame,
@@ -285,9 +293,9 @@ async def pipecat_run(stt, pcm16k: np.ndarray, *, local_vad: bool = True,
             delay = t0 + (n + 1) * frame_ms / 1000 / speed - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-        await until(lambda: bool(run.errors) or (
+        await until(lambda: bool(run.errors) or (done(run) if done else (
             run.vad_stops >= 1 and run.vad_stops == run.vad_starts
-            and len(run.finals) >= run.vad_stops), wait_s)
+            and len(run.finals) >= run.vad_stops)), wait_s)
         await worker.queue_frame(EndFrame())
 
     runner = WorkerRunner(handle_sigint=False)
@@ -309,3 +317,11 @@ def pipecat_realtime_stt(ws_url: str, model: str | None = None, **kwargs):
     settings = OpenAIRealtimeSTTService.Settings(model=model) if model else None
     return OpenAIRealtimeSTTService(api_key=API_KEY, base_url=ws_url, settings=settings,
                                     **kwargs)
+
+
+def pipecat_deepgram_stt(ws_base: str, **settings):
+    """Pipecat's ``DeepgramSTTService(base_url=...)`` (it derives the SDK's environment)."""
+    from pipecat.services.deepgram.stt import DeepgramSTTService
+
+    return DeepgramSTTService(api_key=API_KEY, base_url=ws_base,
+                              settings=DeepgramSTTService.Settings(**settings))

@@ -3,7 +3,8 @@ is accepted or a request body is read.
 
 Each protocol names where its clients put the key (``protocol.common.Credential``): an
 ``Authorization`` scheme (``Bearer``, Deepgram's ``Token``), a query parameter, or a
-``Sec-WebSocket-Protocol`` entry (browsers: ``openai-insecure-api-key.<key>``). A new place
+``Sec-WebSocket-Protocol`` entry (browsers: ``openai-insecure-api-key.<key>``, or Deepgram's
+pair ``token, <key>``). A new place
 is one reader in ``_READERS``."""
 
 from __future__ import annotations
@@ -73,4 +74,15 @@ def _subprotocol(prefix: str, headers: Mapping[str, str], query: Mapping[str, st
     return ""
 
 
-_READERS = {"header": _header, "query": _query, "subprotocol": _subprotocol}
+def _subprotocol_pair(name: str, headers: Mapping[str, str], query: Mapping[str, str]) -> str:
+    """Deepgram's browser form, ``new WebSocket(url, ["token", key])``: the entry after
+    ``name`` is the key."""
+    offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]
+    for i, entry in enumerate(offered[:-1]):
+        if entry.lower() == name:
+            return offered[i + 1]
+    return ""
+
+
+_READERS = {"header": _header, "query": _query, "subprotocol": _subprotocol,
+            "subprotocol_pair": _subprotocol_pair}

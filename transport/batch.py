@@ -13,6 +13,7 @@ upload is read more slowly. A request holds one session slot while it runs.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,8 +25,9 @@ from starlette.requests import ClientDisconnect
 
 from inference.job import AudioChunk, Control, ControlItem, SessionJob
 from protocol.batch import NativeBatchProtocol
-from protocol.common import ProtocolError
-from protocol.container import ContainerDecoder
+from protocol.common import ProtocolError, Upload
+from protocol.container import AudioTooLong, ContainerDecoder
+from protocol.deepgram_batch import DeepgramBatchProtocol
 from protocol.openai_batch import ModelList, OpenAIBatchProtocol, model_list
 from protocol.pcm import TARGET_RATE
 from session.events import ErrorCode, Final, SessionEnd, SessionError
@@ -86,12 +88,16 @@ def query_parameters(protocol: Any) -> list[dict[str, Any]]:
 
 def attach(app: FastAPI) -> None:
     native, openai = NativeBatchProtocol(), OpenAIBatchProtocol()
+    deepgram = DeepgramBatchProtocol()
 
     async def transcribe(request: Request) -> Response:
         return await serve_batch(request, native)
 
     async def audio_transcriptions(request: Request) -> Response:
         return await serve_batch(request, openai)
+
+    async def listen(request: Request) -> Response:
+        return await serve_batch(request, deepgram)
 
     async def models(request: Request) -> JSONResponse:
         ctx: ServerContext = request.app.state.ctx
@@ -109,6 +115,11 @@ def attach(app: FastAPI) -> None:
     app.add_api_route("/v1/audio/transcriptions", audio_transcriptions, methods=["POST"],
                       openapi_extra=openapi(openai), response_class=Response,
                       summary="Transcribe an audio file (OpenAI-compatible)")
+    deepgram_api = openapi(deepgram)
+    deepgram_api["parameters"] = query_parameters(deepgram)
+    app.add_api_route("/v1/listen", listen, methods=["POST"], openapi_extra=deepgram_api,
+                      response_class=Response,
+                      summary="Transcribe an audio file (Deepgram-compatible pre-recorded)")
     app.add_api_route("/v1/models", models, methods=["GET"], summary="The served model",
                       responses={200: {"model": ModelList}})
 
@@ -122,7 +133,9 @@ def _error(ctx: ServerContext, protocol: Any, status: int, code: str, message: s
 
 async def serve_batch(request: Request, protocol: Any) -> Response:
     ctx: ServerContext = request.app.state.ctx
-    admitted = admit(ctx, protocol, request.headers, request.query_params)
+    check = getattr(protocol, "check_request", None)  # parameters known before the body
+    admitted = admit(ctx, protocol, request.headers, request.query_params,
+                     check and (lambda: check(request.query_params, request.headers)))
     if isinstance(admitted, Refusal):
         return _error(ctx, protocol, admitted.status, admitted.code, admitted.message,
                       admitted.param, admitted.headers)
@@ -195,22 +208,30 @@ async def _recognise(request: Request, ctx: ServerContext, protocol: Any, slot: 
                      body: UploadBody, decoding: list[ContainerDecoder],
                      started: float) -> Response:
     s = ctx.settings
-    fields: dict[str, Any] = dict(request.query_params)
+    fields = query_fields(request.query_params)
     run: BatchRun | None = None
-    decoder: ContainerDecoder | None = None
+    decoder: Any = None
+    digest = hashlib.sha256()
     try:
-        async for part in iter_upload(request, body, fields):
+        async for part in iter_upload(request, body, fields,
+                                      any_type=getattr(protocol, "any_body_is_audio", False)):
             assert isinstance(part, FilePart)
             params = protocol.parse(fields)
             recognizer = await open_recognizer(ctx, params.options)
             run = BatchRun(ctx, recognizer)
             slot.job = run.job
-            decoder = ContainerDecoder(
-                "mp4" if part.is_mp4 else "auto", max_seconds=s.max_audio_seconds,
-                seekable=part.is_mp4,
-            )
+            # Headerless audio is decoded as the request says (Deepgram's encoding=);
+            # anything else is sniffed by FFmpeg.
+            raw = getattr(params, "raw_decoder", None)
+            decoder = raw() if raw is not None else None
+            if decoder is None:
+                decoder = ContainerDecoder(
+                    "mp4" if part.is_mp4 else "auto", max_seconds=s.max_audio_seconds,
+                    seekable=part.is_mp4,
+                )
             decoding.append(decoder)
             async for chunk in part.chunks:
+                digest.update(chunk)
                 async for pcm in decoder.feed(chunk):
                     await run.feed(pcm)
         # The whole body has been read: a multipart body cut off before its closing boundary
@@ -240,8 +261,21 @@ async def _recognise(request: Request, ctx: ServerContext, protocol: Any, slot: 
     ctx.metrics.batch_requests.labels("200").inc()
     log.info("batch.done", protocol=protocol.name, duration_ms=duration_ms,
              latency_ms=latency_ms, segments=len(finals))
-    rendered, media_type = protocol.render(params, finals, duration_ms, latency_ms)
+    upload = Upload(digest.hexdigest(), ctx.backend.name, ctx.backend.model)
+    rendered, media_type = protocol.render(params, finals, duration_ms, latency_ms, upload)
     return Response(rendered, media_type=media_type)
+
+
+def query_fields(query) -> dict[str, Any]:
+    """Query parameters by name; a name given more than once becomes a list."""
+    fields: dict[str, Any] = {}
+    for key, value in query.multi_items():
+        if key in fields:
+            held = fields[key]
+            fields[key] = [*held, value] if isinstance(held, list) else [held, value]
+        else:
+            fields[key] = value
+    return fields
 
 
 def run_samples_ms(samples: int) -> int:
@@ -289,12 +323,15 @@ class BatchRun:
             out_queue_size=1 << 30,  # finals only: never shed
         )
         self.samples = 0
+        self._max_samples = int(ctx.settings.max_audio_seconds * TARGET_RATE) or float("inf")
         self.completed = False
         self._closed = False
 
     async def feed(self, pcm: bytes) -> None:
         samples = len(pcm) // 2
         self.samples += samples
+        if self.samples > self._max_samples:  # headerless audio has no decoder to count it
+            raise AudioTooLong(self._ctx.settings.max_audio_seconds)
         self._ctx.metrics.audio_received.inc(samples / TARGET_RATE)
         await self.job.put(AudioChunk(pcm, time.monotonic()))
 

@@ -53,7 +53,9 @@ async def serve_live(websocket: WebSocket, protocol: Any) -> None:
         slog = log.bind(session_id=session_id, protocol=protocol.name,
                         call_id=wire.log_context.get("call_id"))
         offered = websocket.scope.get("subprotocols", [])
-        await websocket.accept(subprotocol=protocol.subprotocol(offered))
+        extra = getattr(wire, "accept_headers", {})  # e.g. Deepgram's dg-request-id
+        await websocket.accept(subprotocol=protocol.subprotocol(offered),
+                               headers=[(k.encode(), v.encode()) for k, v in extra.items()])
         slog.info("session.opened", **{k: v for k, v in wire.log_context.items()
                                        if k != "call_id"})
         backend = ctx.backend

@@ -178,11 +178,13 @@ class UploadBody:
                 "for audio arriving at real time)")
 
 
-async def iter_upload(request: Request, body: UploadBody,
-                      fields: dict[str, str | list[str]]) -> AsyncIterator[FilePart]:
+async def iter_upload(request: Request, body: UploadBody, fields: dict[str, str | list[str]],
+                      *, any_type: bool = False) -> AsyncIterator[FilePart]:
     """Yields the one audio part; form fields found before it are merged into ``fields``
     (after it: only ``response_format`` may still change). Ends once the whole body has been
-    read: a multipart body must end with its closing boundary (else 400: cut off)."""
+    read: a multipart body must end with its closing boundary (else 400: cut off).
+    ``any_type``: a body that is not multipart is audio whatever its Content-Type says
+    (Deepgram's clients; ``curl --data-binary`` sends a form type)."""
     max_bytes = body._limits.max_bytes
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > max_bytes:
@@ -195,7 +197,7 @@ async def iter_upload(request: Request, body: UploadBody,
         if not boundary:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "multipart body without a boundary")
         events = _multipart_events(chunks, boundary)
-    elif media.startswith(_RAW_TYPES):
+    elif any_type or media.startswith(_RAW_TYPES):
         events = _raw_events(chunks)
     else:
         raise ProtocolError(
