@@ -6,7 +6,7 @@ Binary frames are audio: raw (``encoding`` + ``sample_rate``) or a container, sn
 ``encoding`` is absent. Text frames are JSON control messages: ``KeepAlive`` (resets the idle
 timer, nothing else), ``Finalize`` (the open segment's final comes back with
 ``from_finalize: true``; an empty one when nothing was open), ``CloseStream`` (flush, then
-``Metadata`` and close 1000).
+``Metadata`` and close 1000), ``Configure`` (new keyterms and formatting mid-stream).
 
 Each sttd segment is one ``Results`` with ``is_final: true``; ``speech_final`` is true when
 silence ended it (``endpointing`` ms of it), not when ``Finalize``, the segment length limit or
@@ -36,6 +36,7 @@ from protocol.common import (
     AudioIn,
     Close,
     Command,
+    Configure,
     Credential,
     Inbound,
     Outbound,
@@ -370,6 +371,7 @@ class DeepgramWire:
         self._first_audio = True
         self._model = ModelInfo("sttd", "unknown", params.model)
         self._cursor_ms = 0  # end of the last result: where an empty Finalize result sits
+        self._configuring: tuple[list[str] | None, dict[str, bool]] | None = None
         self._channel = [0, 1]
 
     # -- client messages -------------------------------------------------------------------
@@ -398,8 +400,35 @@ class DeepgramWire:
             return Command.COMMIT
         if kind == "CloseStream":
             return Command.EOS
+        if kind == "Configure":
+            return self._configure(msg)
         raise _rejected(f"unknown control message type {str(kind)[:40]!r}; expected "
-                        "KeepAlive, Finalize or CloseStream")
+                        "KeepAlive, Finalize, CloseStream or Configure")
+
+    def _configure(self, msg: dict) -> Configure:
+        """Mid-stream ``keyterms`` (they replace the list, the ``keyterm`` query included) and
+        ``features`` (``punctuate``, ``smart_format``); applied in order with the audio and
+        answered with ``ConfigureSuccess`` once they are."""
+        if self._configuring:
+            raise _rejected("another Configure is still awaiting its response",
+                            "CONFIGURE_ALREADY_PENDING")
+        terms, features = msg.get("keyterms"), msg.get("features") or {}
+        if terms is not None and (not isinstance(terms, list) or not all(
+                isinstance(t, str) and 0 < len(t) <= MAX_HOTWORD_CHARS for t in terms)):
+            raise _rejected("keyterms must be a list of short strings",
+                            "CONFIGURE_INTERNAL_ERROR")
+        if terms is not None and len(terms) > MAX_HOTWORDS:
+            raise _rejected(f"at most {MAX_HOTWORDS} keyterms", "CONFIGURE_KEYTERM_LIMIT_EXCEEDED")
+        if not isinstance(features, dict) or not all(
+                isinstance(v, bool) for v in features.values()):
+            raise _rejected("features must map feature names to booleans",
+                            "CONFIGURE_INTERNAL_ERROR")
+        self._configuring = (terms, features)
+        options = self.options
+        if terms is not None:
+            options = options.merge(hotwords=tuple(dict.fromkeys(t.strip() for t in terms)))
+        self.options = options
+        return Configure(options)
 
     # -- server messages -------------------------------------------------------------------
 
@@ -434,6 +463,17 @@ class DeepgramWire:
                     self.request_id, created=self._created, sha256=self._sha256.hexdigest(),
                     duration_s=seconds(event.audio_ms), params=self.params)), Close(1000))
             case InputRejected():
+                if (event.detail or "").startswith("CONFIGURE_"):
+                    if event.detail != "CONFIGURE_ALREADY_PENDING":
+                        self._configuring = None
+                    return (self._msg("ConfigureFailure", request_id=self.request_id,
+                                      code=event.detail, description=event.message),)
+                if self._configuring is not None and event.detail is None:
+                    # the backend refused the new keyterms (the job names no detail)
+                    self._configuring = None
+                    return (self._msg("ConfigureFailure", request_id=self.request_id,
+                                      code="CONFIGURE_INTERNAL_ERROR",
+                                      description=event.message),)
                 return (self._error(event.detail or event.code.value, event.message),)
             case AudioDropped():
                 return (self._error("audio_dropped", f"server overloaded: {event.dropped_ms} "
@@ -441,7 +481,17 @@ class DeepgramWire:
                                     "in this session)"),)
             case SessionError():
                 return (self._error(event.code.value, event.message), close_for(event))
-            case SpeechStopped() | Cleared() | Configured() | SegmentFailed() | Pong():
+            case Configured():
+                terms, features = self._configuring or (None, {})
+                self._configuring = None
+                known = {k: v for k, v in features.items() if k in ("punctuate", "smart_format")}
+                if known:
+                    self.params = self.params.model_copy(update=known)
+                answer: dict[str, Any] = {"request_id": self.request_id}
+                if terms is not None:
+                    answer["keyterms"] = list(self.options.hotwords)
+                return (self._msg("ConfigureSuccess", **answer),)
+            case SpeechStopped() | Cleared() | SegmentFailed() | Pong():
                 return NOTHING  # not part of this protocol (an Error follows a failure)
         raise TypeError(f"cannot encode {event!r}")
 
@@ -472,9 +522,9 @@ class DeepgramWire:
         return json.dumps({"type": kind, **fields}, ensure_ascii=False, separators=(",", ":"))
 
 
-def _rejected(message: str) -> ProtocolError:
-    """A bad control message: an ``Error`` message, and the stream goes on."""
-    return ProtocolError(ErrorCode.BAD_REQUEST, message, fatal=False, detail="INVALID_MESSAGE")
+def _rejected(message: str, code: str = "INVALID_MESSAGE") -> ProtocolError:
+    """A bad control message: an ``Error`` (or ``ConfigureFailure``), and the stream goes on."""
+    return ProtocolError(ErrorCode.BAD_REQUEST, message, fatal=False, detail=code)
 
 
 def _skip_wav_header(frame: bytes) -> bytes:

@@ -456,3 +456,54 @@ def test_parameters_map_onto_recognition_options():
 def test_plain_form_is_lower_case_without_punctuation():
     assert plain("Hello, World! It's 3.5 km.") == "hello world it's 3.5 km"
     assert plain("“Quoted” (aside)…") == "quoted aside"
+
+
+# -- Configure ---------------------------------------------------------------------------
+
+def test_configure_replaces_keyterms_and_formatting_in_order_with_the_audio(mock):
+    from deepgram.listen.v1.types import ListenV1Configure, ListenV1ConfigureSuccess
+
+    first, second = TWO.pcm()[:16000 * 3], TWO.pcm()[16000 * 3:]
+    with sdk(mock).listen.v1.connect(model="nova-3", encoding="linear16", sample_rate=16000,
+                                     keyterm="wood") as conn:
+        live = Live(conn)
+        live.send(np.concatenate([first, silence(0.6)]), speed=None)
+        conn.send_configure(ListenV1Configure(keyterms=["Chinese", "engraved"],
+                                              features={"punctuate": True}))
+        live.send(np.concatenate([second, silence(0.6)]), speed=None)
+        conn.send_close_stream(ListenV1CloseStream(type="CloseStream"))
+        live.thread.join(30)
+    (ok,) = live.of("ConfigureSuccess")
+    ok = ListenV1ConfigureSuccess.model_validate(ok.model_dump(by_alias=True, exclude_unset=True))
+    assert ok.keyterms == ["Chinese", "engraved"] and ok.request_id
+    kinds = [getattr(m, "type", None) for m in live.messages]
+    at = kinds.index("ConfigureSuccess")
+    before = [m.channel.alternatives[0].transcript for m in live.messages[:at]
+              if getattr(m, "type", None) == "Results" and m.is_final]
+    after = [m.channel.alternatives[0].transcript for m in live.messages[at:]
+             if getattr(m, "type", None) == "Results" and m.is_final and
+             m.channel.alternatives[0].transcript]
+    assert before and all(t == plain(t) for t in before), before
+    assert after and any(t != plain(t) for t in after), "punctuate took effect after it"
+
+
+def test_configure_refusals_are_configure_failures():
+    from deepgram.listen.v1.types import ListenV1ConfigureFailure
+
+    from protocol.deepgram import DeepgramWire
+    from session.events import Configured, InputRejected
+
+    wire = DeepgramWire(parse_listen({}, live=True), decoder=None)
+    configure = json.dumps({"type": "Configure", "keyterms": ["a"]})
+    assert wire.parse(configure).options.hotwords == ("a",)
+    with pytest.raises(ProtocolError) as pending:
+        wire.parse(configure)
+    assert not pending.value.fatal and pending.value.detail == "CONFIGURE_ALREADY_PENDING"
+    (failure,) = wire.encode(InputRejected(pending.value.code, pending.value.message,
+                                           pending.value.detail))
+    failure = ListenV1ConfigureFailure.model_validate_json(failure)
+    assert failure.code == "CONFIGURE_ALREADY_PENDING"
+    wire.encode(Configured(wire.options))
+    with pytest.raises(ProtocolError) as too_many:
+        wire.parse(json.dumps({"type": "Configure", "keyterms": [f"t{i}" for i in range(101)]}))
+    assert too_many.value.detail == "CONFIGURE_KEYTERM_LIMIT_EXCEEDED"
