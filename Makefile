@@ -23,10 +23,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[whisper,kaldi,qwen3-remote,qwen3-reference,test,bench]'
 	touch $(STAMP) $(SERVE_STAMP)
 
+# kaldi-gstreamer-server's own client.py runs under Python 2.7 with ws4py 0.3.2 (pyenv has
+# 2.7.18 on this project's machines); virtualenv < 20.22 is the last that creates 2.7 envs.
+PY27 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/2.7*/bin/python2.7) $(shell command -v python2.7 2>/dev/null))
+PY27_ENV := $(VENV)/py27
+
+$(PY27_ENV)/.installed: | $(STAMP)
+	@if [ -n "$(PY27)" ]; then \
+		$(BIN)/python -m pip install --quiet 'virtualenv<20.22' && \
+		$(BIN)/virtualenv --quiet -p $(PY27) $(PY27_ENV) && \
+		$(PY27_ENV)/bin/pip install --quiet --disable-pip-version-check ws4py==0.3.2 && \
+		touch $@; \
+	else echo "no Python 2.7: the kaldi-gstreamer-server client.py tests will skip"; fi
+
 serve: $(SERVE_STAMP)
 	$(BIN)/sttd serve --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+test: $(STAMP) $(PY27_ENV)/.installed
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

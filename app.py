@@ -19,7 +19,7 @@ from inference.pool import InferencePool, LoopBatcher
 from observability.logging import configure_logging
 from observability.metrics import Metrics
 from session.events import ErrorCode, FinalReason
-from transport import batch, deepgram_ws, http, native_ws, openai_ws
+from transport import batch, deepgram_ws, http, kaldi_gst, native_ws, openai_ws
 from transport.auth import Gate
 from transport.capacity import SessionSlots
 from transport.connection import METRICS_STATE_KEY, REFUSAL_REASONS
@@ -54,8 +54,9 @@ def create_app(settings: Settings | None = None, backend: ASRBackend | None = No
         metrics.audio_dropped: ("queue_full", "disconnect", "session_ended"),
         metrics.segments: [reason.value for reason in FinalReason],
         metrics.connections_refused: REFUSAL_REASONS,
-        metrics.sessions_opened: ("native", "openai_realtime", "deepgram", "native_batch",
-                                  "openai_batch", "deepgram_batch"),
+        metrics.sessions_opened: ("native", "openai_realtime", "deepgram", "kaldi_gst",
+                                  "native_batch", "openai_batch", "deepgram_batch",
+                                  "kaldi_gst_batch"),
     })
     metrics.watch_queues(lambda: _queue_depths(ctx))
     if isinstance(backend, EngineBacked):
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, backend: ASRBackend | None = No
     native_ws.attach(app)
     openai_ws.attach(app)
     deepgram_ws.attach(app)
+    kaldi_gst.attach(app)
     batch.attach(app)
     return app
 

@@ -1,6 +1,6 @@
 """The same recognition through every protocol sttd serves: accuracy, latency and per-frame cost.
 
-    python -m bench.protocols wer  [--speed 0] [--out FILE]    # Whisper, one server, 6 protocols
+    python -m bench.protocols wer  [--speed 0] [--out FILE]    # Whisper, one server, 7 protocols
     python -m bench.protocols load [--concurrency 32,64] [--frame-ms 20,100] [--out FILE]
     python -m bench.protocols cost                              # parse cost per frame (timeit)
 
@@ -13,7 +13,9 @@ silence, eos), (2) ``POST /v1/stt/transcribe`` and (3) ``POST /v1/audio/transcri
 (``openai`` SDK, ``whisper-1``), both with the original file, and (4) ``/v1/realtime`` (``openai``
 SDK, server VAD 0.5 / 300 ms / 500 ms, the server's own defaults), (5) live ``/v1/listen``
 (``deepgram-sdk``, linear16 16 kHz in 100 ms frames, the server's endpointing, 1 s of silence,
-``CloseStream``) and (6) pre-recorded ``POST /v1/listen`` with the file. For (4): the 16 kHz clip
+``CloseStream``), (6) pre-recorded ``POST /v1/listen`` with the file and (7)
+kaldi-gstreamer-server's own ``client.py`` (``kgs_client``: Python 2.7 from ``make test``'s
+``.venv/py27``; the clip + 1 s of silence as a WAV, ``-r 512000``). For (4): the 16 kHz clip
 resampled to 24 kHz (soxr), 1.5 s of silence added, appended in 100 ms chunks; then a second
 ``session.update`` as a barrier (updates apply in order with the audio), and every item that had
 ``speech_started`` is awaited to its ``completed``; the transcripts are joined with spaces in
@@ -76,7 +78,10 @@ from client.stream import read_pcm16k, stream_pcm
 from protocol.audio import RawDecoder
 
 PROTOCOLS = ("native_ws", "native_batch", "openai_batch", "openai_realtime", "deepgram_live",
-             "deepgram_batch")
+             "deepgram_batch", "kgs_client")
+REPO = Path(__file__).resolve().parent.parent
+KGS_CLIENT = REPO / "tests" / "kgs" / "client.py"  # kaldi-gstreamer-server's own, Python 2.7
+PY27 = REPO / ".venv" / "py27" / "bin" / "python"  # built by make test
 CONTROL = "native_ws_24k"  # the realtime run's 24 kHz audio over /v1/stt/ws: audio vs protocol
 SPEECH_REFS = ("fw_jfk", "ep_lj001_0002_0003_pause2p5", "ep_ls_three_turns_pause4",
                "fleurs_en_004", "ls_6930_75918_0000", "lj_LJ001-0001")  # English in references/
@@ -177,6 +182,32 @@ async def deepgram_batch_texts(http: str, clips: list[dict], audio_dir: Path) ->
     return out
 
 
+async def kgs_client_texts(http: str, clips: list[dict], audio_dir: Path) -> dict[str, str]:
+    """kaldi-gstreamer-server's ``client.py`` (Python 2.7, ws4py) per clip: the same PCM as
+    the native stream (the clip + 1 s of silence) as a WAV file, so ``content-type`` is empty
+    and the container sniffed, sent at ``-r 512000`` (16 × real time; sttd holds a client
+    that is ahead instead of dropping its audio). Its stdout is the finals joined."""
+    import tempfile
+    import wave
+
+    url = http.replace("http", "ws", 1) + "/client/ws/speech"
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for clip in clips:
+            path = Path(tmp) / f"{clip['id']}.wav"
+            with wave.open(str(path), "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(16000)
+                w.writeframes(read_pcm16k(audio_dir / clip["audio"]) + bytes(32000))
+            proc = await asyncio.create_subprocess_exec(
+                str(PY27), str(KGS_CLIENT), "-u", url, "-r", "512000", str(path),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+            stdout, _ = await asyncio.wait_for(proc.communicate(), 600)
+            out[clip["id"]] = stdout.decode().strip()
+    return out
+
+
 async def openai_batch_texts(http: str, clips: list[dict], audio_dir: Path) -> dict[str, str]:
     from openai import AsyncOpenAI
 
@@ -223,6 +254,7 @@ async def run_wer(args: argparse.Namespace, http: str) -> dict:
     runs = {"native_ws": lambda: each(ws_text),
             "deepgram_live": lambda: each(dg_text),
             "deepgram_batch": lambda: deepgram_batch_texts(http, clips, audio_dir),
+            "kgs_client": lambda: kgs_client_texts(http, clips, audio_dir),
             "native_batch": lambda: batch_texts(ws, clips, audio_dir),
             "openai_batch": lambda: openai_batch_texts(http, clips, audio_dir),
             "openai_realtime": lambda: each(rt_text), CONTROL: lambda: each(ws24_text)}

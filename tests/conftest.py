@@ -26,6 +26,25 @@ def server(start_server) -> RunningServer:
     return start_server()
 
 
+@pytest.fixture(scope="module")
+def whisper():
+    """One Whisper tiny.en server (energy VAD) shared by a module's tests."""
+    server = RunningServer(backend="whisper", vad="energy")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def mock():
+    """One mock-backend server shared by a module's tests; it also places audio that went
+    through a lossy codec or a resampler (``mock_tolerant``)."""
+    server = RunningServer(mock_tolerant=True)
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def tls_files(tmp_path):
     """A certificate for 127.0.0.1 from a test CA: (ca, certfile, keyfile)."""

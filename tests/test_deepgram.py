@@ -51,26 +51,6 @@ def words(text: str) -> list[str]:
     return "".join(c for c in text.lower() if c.isalnum() or c.isspace() or c == "'").split()
 
 
-@pytest.fixture(scope="module")
-def whisper():
-    from tests.server import RunningServer
-
-    server = RunningServer(backend="whisper", vad="energy")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def mock():
-    from tests.server import RunningServer
-
-    server = RunningServer()
-    server.start()
-    yield server
-    server.stop()
-
-
 def environment(server) -> DeepgramClientEnvironment:
     ws = server.http.replace("http", "ws", 1)
     return DeepgramClientEnvironment(base=server.http, production=ws, agent=ws,

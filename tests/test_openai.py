@@ -54,26 +54,6 @@ def pcm24(pcm16k: np.ndarray) -> bytes:
         32767).astype("<i2").tobytes()
 
 
-@pytest.fixture(scope="module")
-def whisper():
-    from tests.server import RunningServer
-
-    server = RunningServer(backend="whisper", vad="energy")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def mock():
-    from tests.server import RunningServer
-
-    server = RunningServer(mock_tolerant=True)
-    server.start()
-    yield server
-    server.stop()
-
-
 def client(server, **kwargs) -> OpenAI:
     return OpenAI(base_url=server.http + "/v1", api_key=kwargs.pop("api_key", "sk-test"),
                   max_retries=0, _strict_response_validation=True, **kwargs)

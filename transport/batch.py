@@ -125,8 +125,11 @@ def attach(app: FastAPI) -> None:
 
 
 def _error(ctx: ServerContext, protocol: Any, status: int, code: str, message: str,
-           param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+           param: str | None = None, headers: dict[str, str] | None = None) -> Response:
     ctx.metrics.batch_requests.labels(str(status)).inc()
+    custom = getattr(protocol, "error_response", None)  # a refusal that is not JSON (KGS)
+    if custom is not None:
+        return custom(status, code, message, headers)
     return JSONResponse(protocol.error_body(status, code, message, param), status_code=status,
                         headers=headers)
 
@@ -139,9 +142,9 @@ async def serve_batch(request: Request, protocol: Any) -> Response:
     if isinstance(admitted, Refusal):
         return _error(ctx, protocol, admitted.status, admitted.code, admitted.message,
                       admitted.param, admitted.headers)
-    slot, _ = admitted
+    slot, checked = admitted
     try:
-        return await _transcribe(request, ctx, protocol, slot)
+        return await _transcribe(request, ctx, protocol, slot, checked)
     except ProtocolError as exc:
         return _error(ctx, protocol, protocol.status_for(exc.code), exc.code.value,
                       exc.message, exc.param)
@@ -151,7 +154,7 @@ async def serve_batch(request: Request, protocol: Any) -> Response:
 
 
 async def _transcribe(request: Request, ctx: ServerContext, protocol: Any,
-                      slot: Slot) -> Response:
+                      slot: Slot, checked: Any = None) -> Response:
     """Reads and recognises the upload; stops at once when the client goes away, during the
     upload or after it (what it sent is not recognised for nobody)."""
     started = time.monotonic()
@@ -166,7 +169,7 @@ async def _transcribe(request: Request, ctx: ServerContext, protocol: Any,
     )
     reader = asyncio.create_task(body.run())
     work = asyncio.create_task(_recognise(request, ctx, protocol, slot, body, decoding,
-                                          started))
+                                          started, checked))
     try:
         await asyncio.wait((work, reader), return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:  # the server is stopping: stop the work too
@@ -206,8 +209,14 @@ def _client_gone(ctx: ServerContext, body: UploadBody, decoding: list[ContainerD
 
 async def _recognise(request: Request, ctx: ServerContext, protocol: Any, slot: Slot,
                      body: UploadBody, decoding: list[ContainerDecoder],
-                     started: float) -> Response:
+                     started: float, checked: Any = None) -> Response:
+    """``checked``: the parameters ``check_request`` returned before the body, when the
+    protocol takes them from the request head only (KGS's caps in ``Content-Type``)."""
     s = ctx.settings
+
+    def parse() -> Any:
+        return checked if checked is not None else protocol.parse(fields)
+
     fields = query_fields(request.query_params)
     run: BatchRun | None = None
     decoder: Any = None
@@ -216,7 +225,7 @@ async def _recognise(request: Request, ctx: ServerContext, protocol: Any, slot: 
         async for part in iter_upload(request, body, fields,
                                       any_type=getattr(protocol, "any_body_is_audio", False)):
             assert isinstance(part, FilePart)
-            params = protocol.parse(fields)
+            params = parse()
             recognizer = await open_recognizer(ctx, params.options)
             run = BatchRun(ctx, recognizer)
             slot.job = run.job
@@ -241,7 +250,7 @@ async def _recognise(request: Request, ctx: ServerContext, protocol: Any, slot: 
                                 "(Content-Type audio/*) or as a multipart 'file' field")
         async for pcm in decoder.finish():
             await run.feed(pcm)
-        params = protocol.parse(fields)  # response_format may follow the file
+        params = parse()  # response_format may follow the file
         if params.stream:
             await run.end_of_input()
             events = _sse(ctx, protocol, params, run, slot, started)

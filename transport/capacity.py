@@ -23,6 +23,8 @@ class SessionSlots:
         self.limit = limit
         self._live: set[Slot] = set()
         self._emptied: list[asyncio.Future] = []
+        self._watchers: list[Callable[[], None]] = []
+        self.released = 0  # sessions and uploads that have ended (KGS's requests processed)
 
     def __len__(self) -> int:
         return len(self._live)
@@ -38,15 +40,30 @@ class SessionSlots:
         if len(self._live) >= self.limit:
             return False
         self._live.add(session)
+        self._changed()
         return True
 
     def release(self, session: Slot) -> None:
-        self._live.discard(session)
+        if session not in self._live:
+            return
+        self._live.remove(session)
+        self.released += 1
+        self._changed()
         if not self._live:
             for waiter in self._emptied:
                 if not waiter.done():
                     waiter.set_result(None)
             self._emptied.clear()
+
+    def watch(self, on_change: Callable[[], None]) -> Callable[[], None]:
+        """Call ``on_change`` (on the event loop) whenever a slot is taken or released;
+        returns the function that stops it."""
+        self._watchers.append(on_change)
+        return lambda: self._watchers.remove(on_change)
+
+    def _changed(self) -> None:
+        for on_change in list(self._watchers):
+            on_change()
 
     async def wait_until_empty(self) -> None:
         """Until every slot is released (the drain waits on this)."""
