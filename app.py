@@ -45,6 +45,12 @@ def create_app(settings: Settings | None = None, backend: ASRBackend | None = No
         slots=SessionSlots(settings.max_sessions),
         gate=Gate(settings),
     )
+    if settings.postprocessor:
+        from transport.postprocess import PostProcessor
+
+        ctx.postprocessor = PostProcessor(
+            settings.postprocessor, timeout_s=settings.postprocessor_timeout_sec,
+            processes=settings.postprocessor_processes, metrics=metrics)
     metrics.max_sessions.set(settings.max_sessions)
     metrics.preset({
         metrics.sessions: ("completed", "disconnected", "error", "drained", "drain_timeout"),
@@ -54,6 +60,7 @@ def create_app(settings: Settings | None = None, backend: ASRBackend | None = No
         metrics.audio_dropped: ("queue_full", "disconnect", "session_ended"),
         metrics.segments: [reason.value for reason in FinalReason],
         metrics.connections_refused: REFUSAL_REASONS,
+        metrics.postprocess_failures: ("timeout", "error"),
         metrics.sessions_opened: ("native", "openai_realtime", "deepgram", "kaldi_gst",
                                   "native_batch", "openai_batch", "deepgram_batch",
                                   "kaldi_gst_batch"),
@@ -68,6 +75,8 @@ def create_app(settings: Settings | None = None, backend: ASRBackend | None = No
         async with AsyncExitStack() as stack:
             log.info("backend.loading", backend=ctx.backend.name)
             stack.callback(ctx.backend.close)
+            if ctx.postprocessor is not None:
+                stack.callback(ctx.postprocessor.close)
             await asyncio.to_thread(ctx.backend.load)
             if settings.vad == "silero":  # fail at start-up, not at the first session
                 from session.silero import load_silero

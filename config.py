@@ -123,6 +123,18 @@ class Settings(BaseSettings):
         0.5, gt=0, description="Default partial cadence (audio seconds between partials)."
     )
 
+    # kaldi-gstreamer-server's full-post-processor: a long-running program that rewrites
+    # each final (transport/postprocess.py).
+    postprocessor: str | None = Field(
+        None, description="Command line of a program that rewrites each final: a KGS full "
+        "result as JSON plus an empty line in, the same out (KGS's full-post-processor)."
+    )
+    postprocessor_timeout_sec: float = Field(
+        2.0, gt=0, le=60, description="Longest a final waits for the post-processor, "
+        "queueing included; then it is sent unprocessed and the program restarted."
+    )
+    postprocessor_processes: int = Field(1, ge=1, le=16, description="Programs in the pool.")
+
     inference_threads: int = Field(2, ge=1, le=64)
     job_timeout_sec: float = Field(
         60.0, ge=0, description="A backend call running longer fails its session and its "

@@ -70,6 +70,9 @@ class StreamOptions:
     hotwords: tuple[str, ...] = ()
     n_best: int = 1
     vad: str = "energy"  # the session's voice detector ("silero" already verified speech)
+    # Text the speaker said before (a carried adaptation state): backends that take a prompt
+    # decode with it as the preceding context (Whisper's initial_prompt); others ignore it.
+    context: str = ""
 
 
 class BackendError(Exception):

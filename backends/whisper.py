@@ -146,7 +146,8 @@ class WhisperStream:
         self._model = backend._whisper
         self._language = language
         self._hotwords = " ".join(options.hotwords) or None
-        self._prompts = Prompts(self._model, language, self._hotwords)
+        self._context = options.context.strip() or None
+        self._prompts = Prompts(self._model, language, self._hotwords, options.context)
         self._chunks: list[np.ndarray] = []
         self._samples = 0
         self._previous: list[str] = []  # words of the previous partial decode
@@ -250,7 +251,7 @@ class WhisperStream:
             vad_filter=False, no_speech_threshold=guards.no_speech_threshold,
             log_prob_threshold=guards.log_prob_threshold,
             compression_ratio_threshold=guards.compression_ratio_threshold,
-            hotwords=self._hotwords,
+            hotwords=self._hotwords, initial_prompt=self._context,
         )
         words: list[Word] = []
         texts: list[str] = []

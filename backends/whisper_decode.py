@@ -48,11 +48,13 @@ class Prompts:
     """One stream's tokenizers and decoder prompts, built once per language (``language``
     None: detect it per decode, multilingual models only)."""
 
-    def __init__(self, model, language: str | None, hotwords: str | None) -> None:
+    def __init__(self, model, language: str | None, hotwords: str | None,
+                 context: str = "") -> None:
         self._model = model
         self._multilingual = model.model.is_multilingual
         self.language = language if self._multilingual else "en"
         self._hotwords = hotwords
+        self._context = context.strip()  # earlier text: the decoder's previous tokens
         self._cache: dict[tuple[str, bool], tuple[object, list[int]]] = {}
 
     def resolve(self, encoded) -> str:
@@ -68,7 +70,9 @@ class Prompts:
 
             tokenizer = Tokenizer(self._model.hf_tokenizer, self._multilingual,
                                   task="transcribe", language=language)
-            prompt = self._model.get_prompt(tokenizer, [], without_timestamps=not timestamps,
+            previous = tokenizer.encode(" " + self._context) if self._context else []
+            prompt = self._model.get_prompt(tokenizer, previous,
+                                            without_timestamps=not timestamps,
                                             hotwords=self._hotwords)
             self._cache[key] = (tokenizer, prompt)
         return self._cache[key]

@@ -15,7 +15,7 @@ SDK, server VAD 0.5 / 300 ms / 500 ms, the server's own defaults), (5) live ``/v
 (``deepgram-sdk``, linear16 16 kHz in 100 ms frames, the server's endpointing, 1 s of silence,
 ``CloseStream``), (6) pre-recorded ``POST /v1/listen`` with the file and (7)
 kaldi-gstreamer-server's own ``client.py`` (``kgs_client``: Python 2.7 from ``make test``'s
-``.venv/py27``; the clip + 1 s of silence as a WAV, ``-r 512000``). For (4): the 16 kHz clip
+``.venv/py27``; the clip + 1 s of silence as a WAV, ``-r 256000``). For (4): the 16 kHz clip
 resampled to 24 kHz (soxr), 1.5 s of silence added, appended in 100 ms chunks; then a second
 ``session.update`` as a barrier (updates apply in order with the audio), and every item that had
 ``speech_started`` is awaited to its ``completed``; the transcripts are joined with spaces in
@@ -185,8 +185,9 @@ async def deepgram_batch_texts(http: str, clips: list[dict], audio_dir: Path) ->
 async def kgs_client_texts(http: str, clips: list[dict], audio_dir: Path) -> dict[str, str]:
     """kaldi-gstreamer-server's ``client.py`` (Python 2.7, ws4py) per clip: the same PCM as
     the native stream (the clip + 1 s of silence) as a WAV file, so ``content-type`` is empty
-    and the container sniffed, sent at ``-r 512000`` (16 × real time; sttd holds a client
-    that is ahead instead of dropping its audio). Its stdout is the finals joined."""
+    and the container sniffed, sent at ``-r 256000`` (8 × real time in 64 000-byte blocks,
+    under the 64 KiB frame limit; sttd holds a client that is ahead instead of dropping its
+    audio). Its stdout is the finals joined."""
     import tempfile
     import wave
 
@@ -201,7 +202,7 @@ async def kgs_client_texts(http: str, clips: list[dict], audio_dir: Path) -> dic
                 w.setframerate(16000)
                 w.writeframes(read_pcm16k(audio_dir / clip["audio"]) + bytes(32000))
             proc = await asyncio.create_subprocess_exec(
-                str(PY27), str(KGS_CLIENT), "-u", url, "-r", "512000", str(path),
+                str(PY27), str(KGS_CLIENT), "-u", url, "-r", "256000", str(path),
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
             stdout, _ = await asyncio.wait_for(proc.communicate(), 600)
             out[clip["id"]] = stdout.decode().strip()

@@ -44,6 +44,15 @@ class Metrics:
             "stt_sessions_opened_total", "Sessions admitted (streams and uploads), by wire "
             "protocol.", ["protocol"], registry=r,
         )
+        self.postprocess_time = Histogram(
+            "stt_postprocess_seconds", "External post-processor time per final, queueing "
+            "included (successful rewrites).", registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.postprocess_failures = Counter(
+            "stt_postprocess_failures_total", "Finals sent unprocessed because the external "
+            "post-processor timed out or failed, by reason.", ["reason"], registry=r,
+        )
         self.batch_requests = Counter(
             "stt_batch_requests_total", "File transcription requests (every batch endpoint), "
             "by HTTP status.", ["status"], registry=r,

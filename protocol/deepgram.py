@@ -59,6 +59,7 @@ from session.events import (
     InputRejected,
     Partial,
     Pong,
+    PostprocessFailed,
     Ready,
     SegmentFailed,
     SessionEnd,
@@ -491,7 +492,7 @@ class DeepgramWire:
                 if terms is not None:
                     answer["keyterms"] = list(self.options.hotwords)
                 return (self._msg("ConfigureSuccess", **answer),)
-            case SpeechStopped() | Cleared() | SegmentFailed() | Pong():
+            case SpeechStopped() | Cleared() | SegmentFailed() | Pong() | PostprocessFailed():
                 return NOTHING  # not part of this protocol (an Error follows a failure)
         raise TypeError(f"cannot encode {event!r}")
 

@@ -21,9 +21,11 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from backends.base import Alternative, Word
+from protocol.adaptation import AdaptationError, apply_state, decode_state, encode_state
 from protocol.audio import RawDecoder
 from protocol.common import (
     BEARER,
@@ -32,6 +34,7 @@ from protocol.common import (
     AudioIn,
     Close,
     Command,
+    Configure,
     Inbound,
     Outbound,
     ProtocolError,
@@ -51,6 +54,7 @@ from session.events import (
     InputRejected,
     Partial,
     Pong,
+    PostprocessFailed,
     Ready,
     SegmentFailed,
     SessionEnd,
@@ -156,6 +160,63 @@ def _bad_caps(caps: str, why: str) -> ProtocolError:
                          f"content-type {caps[:120]!r}: {why}")
 
 
+def full_result(f: Final, segment: int, request_id: str) -> dict[str, Any]:
+    """A final as KGS's "full result": what its clients read and what its full
+    post-processors (``STT_POSTPROCESSOR``) rewrite."""
+    best: dict[str, Any] = {"transcript": f.text}
+    if f.confidence is not None:
+        best["confidence"] = round(f.confidence, 4)
+    if f.words:
+        best["word-alignment"] = [
+            {"word": w.word.strip(), "start": round((w.start_ms - f.start_ms) / 1000, 3),
+             "length": round((w.end_ms - w.start_ms) / 1000, 3),
+             **({"confidence": round(w.confidence, 4)} if w.confidence is not None else {})}
+            for w in f.words]
+    hypotheses = [best]
+    if f.alternatives:
+        best["likelihood"] = f.alternatives[0].score
+        hypotheses += [{"transcript": a.text, "likelihood": a.score}
+                       for a in f.alternatives[1:]]
+    return {"status": STATUS_SUCCESS, "segment": segment,
+            "result": {"hypotheses": hypotheses, "final": True}, "id": request_id,
+            "segment-start": round(f.start_ms / 1000, 3),
+            "segment-length": round((f.end_ms - f.start_ms) / 1000, 3),
+            "total-length": round(f.end_ms / 1000, 3)}
+
+
+def from_full_result(f: Final, result: Any) -> Final:
+    """The final a post-processor's rewritten full result describes (its text, words and
+    alternatives; times stay the original's where the words are unchanged in number).
+    Raises ValueError when the result is not a KGS full result."""
+    try:
+        hypotheses = result["result"]["hypotheses"]
+        best = hypotheses[0]
+        text = best["transcript"]
+    except (KeyError, IndexError, TypeError):
+        raise ValueError("not a full result with result.hypotheses[0].transcript") from None
+    if not isinstance(text, str):
+        raise ValueError("transcript is not a string")
+    words = f.words
+    alignment = best.get("word-alignment")
+    if isinstance(alignment, list) and alignment != full_result(f, 0, "")["result"][
+            "hypotheses"][0].get("word-alignment"):
+        try:
+            words = tuple(Word(str(a["word"]), f.start_ms + round(float(a["start"]) * 1000),
+                               f.start_ms + round((float(a["start"]) + float(a["length"]))
+                                                  * 1000), a.get("confidence"))
+                          for a in alignment)
+        except (KeyError, TypeError, ValueError):
+            raise ValueError("word-alignment entries need word, start and length") from None
+    alternatives = f.alternatives
+    if len(hypotheses) > 1 or f.alternatives:
+        alternatives = tuple(Alternative(str(h.get("transcript", "")),
+                                         float(h.get("likelihood", 0.0)))
+                             for h in hypotheses if isinstance(h, dict))
+    confidence = best.get("confidence", f.confidence)
+    return replace(f, text=text.strip(), words=words, alternatives=alternatives,
+                   confidence=confidence if isinstance(confidence, int | float) else None)
+
+
 def kgs_message(status: int, message: str, **fields: Any) -> str:
     return json.dumps({"status": status, "message": message, **fields}, ensure_ascii=False)
 
@@ -204,6 +265,8 @@ class KaldiGstWire:
                             "channels": fmt.channels, "user_id": user_id[:64],
                             "content_id": content_id[:64], "request_id": self.request_id}
         self._segment = 0  # KGS counts segments from 0, one per final sent
+        self._texts: list[str] = []  # what was said: the next session's context
+        self._language: str | None = None
         self._open = False  # partials of the current segment went out: a final must follow
 
     # -- client messages -----------------------------------------------------------------
@@ -221,7 +284,12 @@ class KaldiGstWire:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "text messages must be EOS or JSON; "
                                 "send audio as binary frames") from None
         if isinstance(msg, dict) and "adaptation_state" in msg:
-            return None  # accepted; sttd carries no acoustic adaptation across sessions
+            try:
+                carried = decode_state(msg["adaptation_state"])
+            except AdaptationError as exc:  # told (status 5); the session goes on without
+                raise ProtocolError(ErrorCode.BAD_REQUEST, str(exc), fatal=False) from None
+            self.options = apply_state(self.options, carried)
+            return Configure(self.options)
         raise ProtocolError(ErrorCode.BAD_REQUEST, "unknown text message: expected EOS or "
                             '{"adaptation_state": …}')
 
@@ -233,9 +301,14 @@ class KaldiGstWire:
                 self._open = True
                 return (self._result([{"transcript": event.text}], final=False),)
             case Final():
+                if event.text:
+                    self._texts.append(event.text)
+                    self._language = event.language or self._language
                 return self._final(event)
-            case SessionEnd():
-                return (Close(1000),)
+            case SessionEnd():  # the state for the next session, then the close
+                state = encode_state(self.options, self._texts, self._language,
+                                     self.request_id)
+                return (self._msg(STATUS_SUCCESS, adaptation_state=state), Close(1000))
             case SessionError():
                 status = _ERROR_STATUS.get(event.code, STATUS_NOT_ALLOWED)
                 return (self._msg(status, message=event.message), close_for(event))
@@ -245,7 +318,8 @@ class KaldiGstWire:
                 return (self._msg(STATUS_SUCCESS, message=f"server overloaded: "
                                   f"{event.dropped_ms} ms of audio were dropped"),)
             case (Ready() | SpeechStarted() | SpeechStopped() | Committed() | Cleared()
-                  | Configured() | SegmentFailed() | Pong() | EndOfTurn()):
+                  | Configured() | SegmentFailed() | Pong() | EndOfTurn()
+                  | PostprocessFailed()):
                 return NOTHING
         raise TypeError(f"cannot encode {event!r}")
 
@@ -253,26 +327,9 @@ class KaldiGstWire:
         if not f.text and not self._open:
             return NOTHING  # silence: KGS sends no segment for it
         self._open = False
-        best: dict[str, Any] = {"transcript": f.text}
-        if f.confidence is not None:
-            best["confidence"] = round(f.confidence, 4)
-        if f.words:
-            best["word-alignment"] = [
-                {"word": w.word.strip(), "start": round((w.start_ms - f.start_ms) / 1000, 3),
-                 "length": round((w.end_ms - w.start_ms) / 1000, 3),
-                 **({"confidence": round(w.confidence, 4)} if w.confidence is not None
-                    else {})} for w in f.words]
-        hypotheses = [best]
-        if f.alternatives:
-            best["likelihood"] = f.alternatives[0].score
-            hypotheses += [{"transcript": a.text, "likelihood": a.score}
-                           for a in f.alternatives[1:]]
-        frame = self._result(hypotheses, final=True, **{
-            "segment-start": round(f.start_ms / 1000, 3),
-            "segment-length": round((f.end_ms - f.start_ms) / 1000, 3),
-            "total-length": round(f.end_ms / 1000, 3)})
+        result = full_result(f, self._segment, self.request_id)
         self._segment += 1
-        return (frame,)
+        return (json.dumps(result, ensure_ascii=False),)
 
     def _result(self, hypotheses: list[dict], *, final: bool, **extra: Any) -> str:
         return json.dumps({"status": STATUS_SUCCESS, "segment": self._segment,

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from backends.base import Word
+from protocol.adaptation import KIND, AdaptationError, apply_state, decode_state, encode_state
 from protocol.audio import RAW_CODECS, RawDecoder
 from protocol.common import (
     BEARER,
@@ -50,6 +51,7 @@ from session.events import (
     InputRejected,
     Partial,
     Pong,
+    PostprocessFailed,
     Ready,
     SegmentFailed,
     SessionEnd,
@@ -83,6 +85,11 @@ class NativeParams(BaseModel):
     vad_threshold: int | None = Field(None, ge=0, le=32767)
     vad_silence_ms: int | None = Field(None, ge=100, le=10000)
     max_segment_ms: int | None = Field(None, ge=1000, le=120000)
+    adaptation_state: str | None = Field(
+        None, max_length=64 * 1024, description="The value of an adaptation state a previous "
+        "session sent (string+gzip+base64): its language, hotwords and context carry over.")
+    adaptation: bool = Field(False, description="Send this session's adaptation state at "
+                             "the end (always, when adaptation_state was given).")
 
     @property
     def is_raw(self) -> bool:
@@ -153,6 +160,15 @@ class NativeWire:
             vad_silence_ms=params.vad_silence_ms, max_segment_ms=params.max_segment_ms,
             partial_ms=params.partial_ms,
         )
+        if params.adaptation_state is not None:
+            try:
+                carried = decode_state({"type": KIND, "value": params.adaptation_state})
+            except AdaptationError as exc:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, str(exc)) from None
+            self.options = apply_state(self.options, carried)
+        self._adapting = params.adaptation or params.adaptation_state is not None
+        self._texts: list[str] = []
+        self._language: str | None = None
         self.log_context = {"call_id": params.call_id, "codec": params.codec,
                             "sample_rate": params.sample_rate, "channels": params.channels,
                             "language": params.language}
@@ -168,8 +184,16 @@ class NativeWire:
         return parse_text(frame)
 
     def encode(self, event: Event) -> Outbound:
+        if isinstance(event, Final) and event.text and self._adapting:
+            self._texts.append(event.text)
+            self._language = event.language or self._language
         if isinstance(event, SessionEnd):
-            return (Close(1000),)
+            if not self._adapting:
+                return (Close(1000),)
+            state = encode_state(self.options, self._texts, self._language,
+                                 self.params.call_id)
+            return (self._encoder.message("adaptation_state", adaptation_state=state),
+                    Close(1000))
         text = self._encoder.encode(event)
         if isinstance(event, SessionError):
             return (text, close_for(event))
@@ -185,10 +209,11 @@ class NativeEncoder:
 
     def encode(self, event: Event) -> str | None:
         body = _body(event)
-        if body is None:
-            return None
+        return None if body is None else self.message(body.pop("type"), **body)
+
+    def message(self, kind: str, **body: Any) -> str:
         self._seq += 1
-        msg = {"type": body.pop("type"), "call_id": self._call_id, "seq": self._seq,
+        msg = {"type": kind, "call_id": self._call_id, "seq": self._seq,
                "created_at": round(time.time(), 3), **body}
         return json.dumps(msg, ensure_ascii=False, separators=(",", ":"))
 
@@ -209,6 +234,9 @@ def _body(event: Event) -> dict[str, Any] | None:
             return {"type": "warning", "code": "audio_dropped",
                     "message": "server overloaded: audio was dropped",
                     "dropped_ms": event.dropped_ms, "total_dropped_ms": event.total_dropped_ms}
+        case PostprocessFailed():
+            return {"type": "warning", "code": "postprocessor_failed",
+                    "message": event.message, "segment_seq": event.segment_seq}
         case Ready():
             return {"type": "ready", "session_id": event.session_id,
                     "sample_rate": event.sample_rate, "backend": event.backend,

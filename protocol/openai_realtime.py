@@ -56,6 +56,7 @@ from session.events import (
     InputRejected,
     Partial,
     Pong,
+    PostprocessFailed,
     Ready,
     SegmentFailed,
     SessionEnd,
@@ -305,7 +306,7 @@ class OpenAIRealtimeWire:
                         close_for(event))
             case SessionEnd():
                 return (Close(1000),)
-            case Pong() | EndOfTurn():
+            case Pong() | EndOfTurn() | PostprocessFailed():
                 return NOTHING
         raise TypeError(f"cannot encode {event!r}")
 

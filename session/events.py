@@ -127,6 +127,14 @@ class AudioDropped:
 
 
 @dataclass(frozen=True, slots=True)
+class PostprocessFailed:
+    """The external post-processor did not rewrite this segment's final (sent as it was)."""
+
+    segment_seq: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Pong:
     pass
 
@@ -158,4 +166,4 @@ class SessionEnd:
 
 Event = (Ready | SpeechStarted | SpeechStopped | Partial | Final | Committed | Cleared
          | Configured | InputRejected | SegmentFailed | AudioDropped | Pong | SessionError
-         | EndOfTurn | SessionEnd)
+         | EndOfTurn | PostprocessFailed | SessionEnd)

@@ -32,6 +32,7 @@ class RecognitionOptions:
     # Silence after the last recognised word that ends the speaker's turn (an ``EndOfTurn``
     # event, Deepgram's UtteranceEnd); None: no turn events.
     turn_silence_ms: int | None = None
+    context: str = ""  # earlier text as decoding context (protocol/adaptation.py)
 
     def merge(self, **changes: Any) -> RecognitionOptions:
         unknown = set(changes) - {f.name for f in fields(self)}
@@ -41,4 +42,4 @@ class RecognitionOptions:
 
     def stream_key(self) -> tuple:
         """The options a backend stream is opened with: changing one reopens the stream."""
-        return (self.language, self.hotwords, self.n_best, self.vad)
+        return (self.language, self.hotwords, self.n_best, self.vad, self.context)

@@ -118,6 +118,8 @@ async def test_partials_then_one_final_per_segment_and_close_after_eos(mock):
         messages = [json.loads(m) async for m in ws]  # ends when the server closes
     assert ws.close_code == 1000
     assert all(m["status"] == 0 and m["id"] == messages[0]["id"] for m in messages)
+    assert "adaptation_state" in messages[-1]  # the last message, for the next session
+    messages = messages[:-1]
     finals = [m for m in messages if m["result"]["final"]]
     assert [f["segment"] for f in finals] == [0, 1]
     for f in finals:  # partials of a segment come before its one final
@@ -208,3 +210,82 @@ def test_caps_parsing():
         with pytest.raises(ProtocolError):
             parse_caps(nonsense)
 
+
+
+# -- adaptation state --------------------------------------------------------------------
+
+def test_client_py_adaptation_state_round_trip(py27, mock, tmp_path):
+    """``--save-adaptation-state`` keeps what the server sent last; ``--send-adaptation-state``
+    sends it first thing in the next session, whose state then carries both sessions' text."""
+    from protocol.adaptation import decode_state
+
+    first, second = tmp_path / "first.wav", tmp_path / "second.wav"
+    first.write_bytes(wav(LJ.pcm()))
+    second.write_bytes(wav(TWO.pcm()))
+    saved, resaved = tmp_path / "state.json", tmp_path / "state2.json"
+    _, err, code = run_client(py27, mock, first, "-r", "256000",
+                              "--save-adaptation-state", str(saved))
+    assert code == 0 and saved.exists(), err
+    carried = decode_state(json.loads(saved.read_text()))
+    assert words(carried["context"]) == words(LJ.text)
+    out, err, code = run_client(py27, mock, second, "-r", "256000",
+                                "--send-adaptation-state", str(saved),
+                                "--save-adaptation-state", str(resaved))
+    assert code == 0 and "Received error" not in err, err
+    assert words(out) == words(TWO.text)
+    context = decode_state(json.loads(resaved.read_text()))["context"]
+    assert words(context)[-3:] == words(TWO.text)[-3:], "the new text follows the old"
+    assert "exhibition" in words(context) or len(context) == 600
+
+
+def test_adaptation_context_changes_how_whisper_spells_the_next_session(whisper):
+    """The carried context is Whisper's initial prompt: "woodcutters", written as one word in
+    the earlier text, is written so again (without it tiny.en writes "wood cutters")."""
+    from protocol.adaptation import encode_state
+    from session.options import RecognitionOptions
+
+    state = encode_state(RecognitionOptions(context="The woodcutters of the Netherlands "
+                                            "worked the woodcuts."), [], "en", "test")
+
+    async def transcribe(first: dict | None) -> list[dict]:
+        url = f"ws://127.0.0.1:{whisper.port}/client/ws/speech?content-type={quote(CAPS)}"
+        async with connect(url) as ws:
+            if first is not None:
+                await ws.send(json.dumps({"adaptation_state": first}))
+            pcm = TWO.pcm()
+            for i in range(0, pcm.size, 8000):
+                await ws.send(pcm[i:i + 8000].tobytes())
+            await ws.send("EOS")
+            return [json.loads(m) async for m in ws]
+
+    def text(messages: list[dict]) -> str:
+        return " ".join(m["result"]["hypotheses"][0]["transcript"] for m in messages
+                        if m.get("result", {}).get("final"))
+
+    plain, adapted = asyncio.run(transcribe(None)), asyncio.run(transcribe(state))
+    assert "wood cutters" in text(plain).lower(), text(plain)
+    assert "woodcutters" in text(adapted).lower(), text(adapted)
+    refused = asyncio.run(transcribe({"type": "string+gzip+base64", "value": "H4sIAAAA"}))
+    assert refused[0]["status"] == 5 and "adaptation_state" in refused[0]["message"]
+    assert text(refused) == text(plain), "a refused state changes nothing"
+
+
+async def test_the_native_socket_carries_the_same_state(mock):
+    from urllib.parse import quote as q
+
+    from protocol.adaptation import decode_state
+    from tests.client import stream
+
+    first = await stream(mock.ws_url(adaptation="true", hotwords="Exhibition"), LJ.pcm())
+    (message,) = first.of("adaptation_state")
+    assert first.messages[-1] is message
+    state = message["adaptation_state"]
+    assert decode_state(state)["hotwords"] == ("Exhibition",)
+    second = await stream(mock.ws_url(adaptation_state=q(state["value"])), TWO.pcm())
+    carried = decode_state(second.of("adaptation_state")[0]["adaptation_state"])
+    assert carried["hotwords"] == ("Exhibition",), "carried over from the first session"
+    assert words(carried["context"])[:2] == words(LJ.text)[:2]
+    assert not (await stream(mock.ws_url(), LJ.pcm())).of("adaptation_state")
+    with pytest.raises(Exception) as refused:
+        await stream(mock.ws_url(adaptation_state="bm90IGd6aXA="), LJ.pcm())
+    assert "400" in str(refused.value)

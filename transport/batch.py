@@ -352,9 +352,13 @@ class BatchRun:
         return [final async for final in self.finals()]
 
     async def finals(self) -> AsyncIterator[Final]:
-        """Each final as it is recognised, until the end; raises the session's error."""
+        """Each final as it is recognised (and rewritten by the post-processor, when one is
+        configured), until the end; raises the session's error."""
+        post = self._ctx.postprocessor
         async for event in self._events():
             if isinstance(event, Final):
+                if post is not None:
+                    event, _ = await post.rewrite(event)  # a failure is logged and counted
                 yield event
             elif isinstance(event, SessionError):
                 raise ProtocolError(event.code, event.message)

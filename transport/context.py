@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from backends.base import ASRBackend
 from config import Settings
@@ -21,5 +22,6 @@ class ServerContext:
     slots: SessionSlots
     gate: Gate
     batcher: LoopBatcher | None = None  # created on the server's event loop
+    postprocessor: Any = None  # transport.postprocess.PostProcessor when configured
     ready: bool = field(default=False)
     draining: bool = field(default=False)  # SIGTERM seen: finishing sessions, admitting none

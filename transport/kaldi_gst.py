@@ -26,9 +26,11 @@ def attach(app: FastAPI) -> None:
     async def recognize(request: Request) -> Response:
         return await serve_batch(request, http)
 
-    app.add_api_route("/client/dynamic/recognize", recognize, methods=["PUT", "POST"],
-                      openapi_extra=openapi(http), response_class=Response,
-                      summary="Transcribe an audio file (kaldi-gstreamer-server-compatible)")
+    for method in ("PUT", "POST"):  # one operation each: OpenAPI ids must be unique
+        app.add_api_route("/client/dynamic/recognize", recognize, methods=[method],
+                          operation_id=f"kgs_recognize_{method.lower()}",
+                          openapi_extra=openapi(http), response_class=Response,
+                          summary="Transcribe an audio file (kaldi-gstreamer-server-compatible)")
 
     async def status(websocket: WebSocket) -> None:
         await serve_status(websocket, live)

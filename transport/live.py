@@ -39,6 +39,7 @@ from session.events import (
     Final,
     InputRejected,
     Pong,
+    PostprocessFailed,
     Ready,
     SessionEnd,
     SessionError,
@@ -85,6 +86,7 @@ class LiveSession:
         self._ws = ws
         self._ctx = ctx
         self._wire = wire
+        self._post = ctx.postprocessor  # rewrites each final before it is encoded, or None
         self._decoder: Decoder = wire.decoder
         self._ready = ready
         self._log = log
@@ -370,7 +372,13 @@ class LiveSession:
                     event = self._take_warning()
                 elif isinstance(event, Pong):
                     self._pongs_waiting -= 1
-                for frame in encode(event):
+                outbound = None
+                if isinstance(event, Final) and self._post is not None:
+                    event, failed = await self._post.rewrite(event, self._ready.session_id)
+                    if failed is not None:  # told first, then the final as the backend gave it
+                        outbound = (*encode(PostprocessFailed(event.segment_seq, failed)),
+                                    *encode(event))
+                for frame in outbound if outbound is not None else encode(event):
                     if isinstance(frame, Close):
                         await self._end(event, frame)
                         return

@@ -63,7 +63,7 @@ class RecognitionSetup:
         """Raises BackendError when the backend refuses the options."""
         return self._backend.open_stream(StreamOptions(
             sample_rate=TARGET_RATE, language=o.language, hotwords=o.hotwords,
-            n_best=o.n_best, vad=self.vad_kind(o)))
+            n_best=o.n_best, vad=self.vad_kind(o), context=o.context))
 
 
 async def open_recognizer(ctx: ServerContext, o: RecognitionOptions) -> SegmentRecognizer:
