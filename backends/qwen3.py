@@ -162,6 +162,13 @@ class Qwen3Backend:
         if room is not None and used > room:
             raise BackendError(f"hotwords take {used} tokens; the model's context leaves "
                                f"room for {room}")
+        # Text carried from an earlier session (an adaptation state) follows the hotwords in
+        # the system context, its end kept when it does not all fit.
+        carried = options.context.strip()
+        if carried and room is not None:
+            ids, keep = tokenizer.encode(carried), room - used
+            carried = tokenizer.decode(ids[max(0, len(ids) - keep):]) if keep > 0 else ""
+        context = " ".join(t for t in (context, carried.strip()) if t)
         with self._lock:
             self._open += 1
         return Qwen3Stream(self, language=language, context=context,

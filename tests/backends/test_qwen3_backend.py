@@ -202,6 +202,22 @@ def test_hotwords_that_do_not_fit_the_context_are_refused(closing):
         backend.open_stream(StreamOptions(hotwords=tuple("abcdef")))
 
 
+def test_carried_text_follows_the_hotwords_and_keeps_its_end_when_it_does_not_fit(closing):
+    backend, engine = closing(max_context_tokens=5)
+    stream = backend.open_stream(StreamOptions(hotwords=("sttd",), context="one two three "
+                                               "four five six"))
+    d = Driver(stream)
+    d.feed(tone(2, 1.5))
+    stream.finalize()
+    contexts = {c.request.context for c in engine.calls}
+    assert contexts == {"sttd three four five six"}, contexts
+    short = backend.open_stream(StreamOptions(context="one two"))  # fits: all of it
+    d = Driver(short)
+    d.feed(tone(2, 1.5))
+    short.finalize()
+    assert engine.calls[-1].request.context == "one two"
+
+
 def test_silence_gives_an_empty_final_and_no_language(closing):
     backend, _ = closing()
     stream = backend.open_stream(StreamOptions())
