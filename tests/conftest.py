@@ -26,6 +26,23 @@ def server(start_server) -> RunningServer:
     return start_server()
 
 
+@pytest.fixture
+def product_whisper(start_server):
+    """sttd with the product defaults: Whisper tiny.en on the CPU and Silero VAD."""
+    return start_server(backend="whisper", vad="silero")
+
+
+@pytest.fixture
+def loopback_only():
+    """Fails the test when anything tried to leave loopback (framework telemetry, model hubs,
+    a cloud endpoint a plugin fell back to)."""
+    from tests.frameworks import no_remote_connections
+
+    with no_remote_connections() as refused:
+        yield
+    assert not refused, f"a framework tried to leave loopback: {refused}"
+
+
 @pytest.fixture(scope="module")
 def whisper():
     """One Whisper tiny.en server (energy VAD) shared by a module's tests."""

@@ -23,17 +23,7 @@ JFK = FIXTURES["fw_jfk"]
 THREE_TURNS = FIXTURES["ep_ls_three_turns_pause4"]  # three utterances, 4 s of silence between
 
 
-@pytest.fixture
-def whisper(start_server):
-    """sttd with the product defaults: Whisper tiny.en on the CPU and Silero VAD."""
-    return start_server(backend="whisper", vad="silero")
-
-
-@pytest.fixture(autouse=True)
-def loopback_only():
-    with fw.no_remote_connections() as refused:
-        yield
-    assert not refused, f"a framework tried to leave loopback: {refused}"
+pytestmark = pytest.mark.usefixtures("loopback_only")
 
 
 def livekit_deepgram(server, **kwargs):
@@ -50,11 +40,11 @@ def turns_ended(run: fw.LiveKitRun) -> bool:
     return stops >= 1 and stops == len(run.of("start_of_speech")) and len(run.finals) >= stops
 
 
-async def test_livekit_deepgram_stream_three_turns(whisper):
+async def test_livekit_deepgram_stream_three_turns(product_whisper):
     """48 kHz room audio at twice real time, three turns on one socket."""
     pcm = fw.resample(THREE_TURNS.pcm(), 16000, 48000)
     run = await fw.livekit_stream("", pcm, 48000, speed=2.0, wait_s=30, silence_s=2.0,
-                                  make_stt=lambda: livekit_deepgram(whisper),
+                                  make_stt=lambda: livekit_deepgram(product_whisper),
                                   done=turns_ended)
     assert not run.errors, run.errors
     kinds = [e.type.value for e in run.events]
@@ -70,14 +60,14 @@ async def test_livekit_deepgram_stream_three_turns(whisper):
     assert any(e.alternatives[0].text[:1].isupper() for e in finals), "punctuate=true"
 
 
-async def test_livekit_deepgram_recognize_posts_to_prerecorded(whisper):
+async def test_livekit_deepgram_recognize_posts_to_prerecorded(product_whisper):
     """``stt.recognize(frames)``: one ``POST /v1/listen`` with the frames as a WAV."""
     from livekit import rtc
     from livekit.agents import utils
 
     pcm = JFK.pcm()
     async with utils.http_context.open():
-        stt = livekit_deepgram(whisper)
+        stt = livekit_deepgram(product_whisper)
         try:
             event = await stt.recognize([rtc.AudioFrame(pcm.tobytes(), 16000, 1, pcm.size)])
         finally:
@@ -87,10 +77,10 @@ async def test_livekit_deepgram_recognize_posts_to_prerecorded(whisper):
     assert {"americans", "ask", "country"} <= set(said), event
 
 
-async def test_pipecat_deepgram_with_silero_vad_and_finalize(whisper):
+async def test_pipecat_deepgram_with_silero_vad_and_finalize(product_whisper):
     """Pipecat's defaults: interim results, punctuation, and ``Finalize`` when its Silero VAD
     hears the speaker stop; real-time pacing."""
-    stt = fw.pipecat_deepgram_stt(f"ws://127.0.0.1:{whisper.port}")
+    stt = fw.pipecat_deepgram_stt(f"ws://127.0.0.1:{product_whisper.port}")
     run = await fw.pipecat_run(stt, JFK.pcm(), speed=1.0, wait_s=30)
     assert not run.errors, run.errors
     assert run.vad_stops >= 1 and len(run.finals) >= run.vad_stops, run
@@ -99,9 +89,9 @@ async def test_pipecat_deepgram_with_silero_vad_and_finalize(whisper):
     assert run.interims, "interim results reach the pipeline"
 
 
-async def test_pipecat_deepgram_server_endpointing_without_local_vad(whisper):
+async def test_pipecat_deepgram_server_endpointing_without_local_vad(product_whisper):
     """No local VAD: sttd's endpointing (``speech_final``) alone ends the segments."""
-    stt = fw.pipecat_deepgram_stt(f"ws://127.0.0.1:{whisper.port}", endpointing=300,
+    stt = fw.pipecat_deepgram_stt(f"ws://127.0.0.1:{product_whisper.port}", endpointing=300,
                                   utterance_end_ms=1000)
     expected = {"sorrow", "tents", "cutter"}
     run = await fw.pipecat_run(stt, THREE_TURNS.pcm(), local_vad=False, speed=2.0, wait_s=30,

@@ -25,17 +25,7 @@ LJ = FIXTURES["lj_LJ001-0001"]  # "Printing, in the only sense ... represented i
 THREE_TURNS = FIXTURES["ep_ls_three_turns_pause4"]  # three utterances, 4 s of silence between
 
 
-@pytest.fixture
-def whisper(start_server):
-    """sttd with the product defaults: Whisper tiny.en on the CPU and Silero VAD."""
-    return start_server(backend="whisper", vad="silero")
-
-
-@pytest.fixture(autouse=True)
-def loopback_only():
-    with fw.no_remote_connections() as refused:
-        yield
-    assert not refused, f"a framework tried to leave loopback: {refused}"
+pytestmark = pytest.mark.usefixtures("loopback_only")
 
 
 def assert_says(text: str, *expected: str) -> None:
@@ -47,13 +37,14 @@ def assert_says(text: str, *expected: str) -> None:
 # --------------------------------------------------------------------------- LiveKit Agents
 
 
-async def test_livekit_realtime_stream_server_vad_three_turns(whisper):
+async def test_livekit_realtime_stream_server_vad_three_turns(product_whisper):
     """``openai.STT(use_realtime=True, model="gpt-4o-transcribe")``: the plugin sends
     ``turn_detection: server_vad`` and relies on sttd's speech_started / speech_stopped and
     auto-commit. 48 kHz room audio (the plugin resamples to 24 kHz), three turns on one
     socket, at twice real time."""
     pcm = fw.resample(THREE_TURNS.pcm(), 16000, 48000)
-    run = await fw.livekit_stream(f"{whisper.http}/v1", pcm, 48000, model="gpt-4o-transcribe",
+    run = await fw.livekit_stream(f"{product_whisper.http}/v1", pcm, 48000,
+                                  model="gpt-4o-transcribe",
                                   speed=2.0, wait_s=30)
     assert not run.errors, run.errors
     kinds = [e.type.value for e in run.events]
@@ -79,11 +70,11 @@ async def test_livekit_realtime_stream_server_vad_three_turns(whisper):
     assert all(e.alternatives[0].language == "en" for e in run.of("final_transcript"))
 
 
-async def test_livekit_realtime_only_model_commits_on_its_own_vad(whisper):
+async def test_livekit_realtime_only_model_commits_on_its_own_vad(product_whisper):
     """``openai.STT(model="gpt-realtime-whisper")``: realtime by default; the plugin leaves
     ``turn_detection`` out of its ``session.update`` and commits each turn when its own VAD
     (``inference.VAD("silero")``, native in ``livekit-local-inference``, offline) ends it."""
-    run = await fw.livekit_stream(f"{whisper.http}/v1", LJ.pcm(), 16000,
+    run = await fw.livekit_stream(f"{product_whisper.http}/v1", LJ.pcm(), 16000,
                                   model="gpt-realtime-whisper", speed=2.0, wait_s=30)
     assert not run.errors, run.errors
     assert run.finals, [e.type.value for e in run.events]
@@ -94,10 +85,10 @@ async def test_livekit_realtime_only_model_commits_on_its_own_vad(whisper):
     ("whisper-1", "verbose_json"),  # the plugin asks verbose_json for whisper-1 only
     ("gpt-4o-mini-transcribe", "json"),  # the plugin's default model
 ])
-async def test_livekit_recognize_file_mode(whisper, model, response_format):
+async def test_livekit_recognize_file_mode(product_whisper, model, response_format):
     """``openai.STT(use_realtime=False).recognize(frames)``: one WAV upload per call, as
     ``stt.StreamAdapter`` sends per VAD segment."""
-    event = await fw.livekit_recognize(f"{whisper.http}/v1", JFK.pcm(), 16000, model=model)
+    event = await fw.livekit_recognize(f"{product_whisper.http}/v1", JFK.pcm(), 16000, model=model)
     assert event.type.value == "final_transcript"
     data = event.alternatives[0]
     assert_says(data.text, "americans", "ask", "country")
@@ -108,14 +99,14 @@ async def test_livekit_recognize_file_mode(whisper, model, response_format):
 
 
 @pytest.mark.parametrize("model", ["gpt-4o-transcribe", "whisper-1"])
-async def test_pipecat_segmented_http_with_silero_vad(whisper, model):
+async def test_pipecat_segmented_http_with_silero_vad(product_whisper, model):
     """``OpenAISTTService``: Pipecat's Silero VAD cuts the speech into segments; each is one
     ``POST /v1/audio/transcriptions`` (``audio.wav``, ``language=en``). With
     ``include_prob_metrics`` it asks ``include[]=logprobs`` (json) of GPT models and
     ``verbose_json`` of Whisper models, and gets the matching response type back."""
     from openai.types.audio import Transcription, TranscriptionVerbose
 
-    stt = fw.pipecat_http_stt(f"{whisper.http}/v1", model, include_prob_metrics=True)
+    stt = fw.pipecat_http_stt(f"{product_whisper.http}/v1", model, include_prob_metrics=True)
     run = await fw.pipecat_run(stt, JFK.pcm(), speed=2.0, wait_s=30)
     assert not run.errors, run.errors
     assert run.vad_stops >= 1 and len(run.finals) == run.vad_stops, run
@@ -130,11 +121,11 @@ async def test_pipecat_segmented_http_with_silero_vad(whisper, model):
             assert all(lp.token is not None and lp.logprob <= 0 for lp in result.logprobs)
 
 
-async def test_pipecat_realtime_local_vad_commits(whisper):
+async def test_pipecat_realtime_local_vad_commits(product_whisper):
     """``OpenAIRealtimeSTTService`` with its defaults (model ``gpt-realtime-whisper``,
     ``turn_detection: null``): Pipecat's Silero VAD ends each turn and the service sends
     ``input_audio_buffer.commit``; sttd answers each with a transcript. Real-time pacing."""
-    stt = fw.pipecat_realtime_stt(f"ws://127.0.0.1:{whisper.port}/v1/realtime")
+    stt = fw.pipecat_realtime_stt(f"ws://127.0.0.1:{product_whisper.port}/v1/realtime")
     run = await fw.pipecat_run(stt, JFK.pcm(), speed=1.0, wait_s=30)
     assert not run.errors, run.errors
     assert run.vad_stops >= 1 and len(run.finals) == run.vad_stops, run
@@ -142,11 +133,11 @@ async def test_pipecat_realtime_local_vad_commits(whisper):
     assert_deltas_concatenate_to_transcripts(run)
 
 
-async def test_pipecat_realtime_server_vad(whisper):
+async def test_pipecat_realtime_server_vad(product_whisper):
     """``OpenAIRealtimeSTTService(turn_detection={"type": "server_vad"})`` and no local VAD:
     sttd's speech_started / speech_stopped become Pipecat's proposed turn frames and sttd
     commits the turn itself."""
-    stt = fw.pipecat_realtime_stt(f"ws://127.0.0.1:{whisper.port}/v1/realtime",
+    stt = fw.pipecat_realtime_stt(f"ws://127.0.0.1:{product_whisper.port}/v1/realtime",
                                   "gpt-4o-transcribe", turn_detection={"type": "server_vad"})
     run = await fw.pipecat_run(stt, LJ.pcm(), local_vad=False, speed=2.0, wait_s=30)
     assert not run.errors, run.errors
