@@ -119,6 +119,14 @@ class Settings(BaseSettings):
     vad_speech_start_ms: int = Field(60, ge=20, description="Voiced run that starts a segment.")
     vad_preroll_ms: int = Field(300, ge=0, description="Audio kept before speech start.")
     max_segment_ms: int = Field(30000, ge=1000, description="Force a final this long into speech.")
+    # End of turn (session/turns.py), for sessions that ask for turn events without values.
+    turn_silence_ms: int = Field(
+        1000, ge=100, le=10000, description="Silence after the last word that ends a turn "
+        "when its words give no cue (no punctuation).")
+    turn_min_silence_ms: int = Field(
+        400, ge=100, le=10000, description="... after words that end a sentence.")
+    turn_max_silence_ms: int = Field(
+        2000, ge=100, le=10000, description="... after words that trail off ('and', 'um').")
     streaming_chunk_size_sec: float = Field(
         0.5, gt=0, description="Default partial cadence (audio seconds between partials)."
     )

@@ -40,6 +40,13 @@ class Hypothesis:
     # Segment samples the hypothesis covers, when that is less than all accepted so far (a
     # partial decoded elsewhere while more audio came in); None = everything accepted.
     covered_samples: int | None = None
+    # Partials: the leading part of ``text`` that is settled. The stream promises its final
+    # for this segment begins with exactly this text (whitespace aside), so clients may render
+    # it as done; 0: no promise (every word may still change).
+    stable_chars: int = 0
+    # Finals: how sure the model is of the punctuation mark that ends ``text`` (Whisper: that
+    # token's probability), a cue for the end of a turn; None: not known (or no mark).
+    end_confidence: float | None = None
 
     @property
     def empty(self) -> bool:

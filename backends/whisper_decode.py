@@ -35,6 +35,7 @@ _PARTIAL_TOKENS_PER_SECOND = 5
 _TIMESTAMP_STEP_S = 0.02
 _PREPEND = "\"'“¿([{-"
 _APPEND = "\"'.。,，!！?？:：”)]}、"
+_TERMINAL = frozenset(".。!！?？")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +156,12 @@ def decode_final(model, prompts: Prompts, audio: np.ndarray, beam_size: int, gua
         return EMPTY
     if _compression_ratio(text) > guards.compression_ratio_threshold:
         return EMPTY  # a repetition loop, not a transcript
-    words = _words(model, tokenizer, text_ids, encoded, audio.size // _HOP)
+    words, end_confidence = _words(model, tokenizer, text_ids, encoded, audio.size // _HOP)
     confidence = (
         float(np.mean([w.confidence for w in words])) if words else float(np.exp(avg_logprob))
     )
     return Hypothesis(text, words=tuple(words), confidence=round(confidence, 4),
-                      language=language)
+                      language=language, end_confidence=end_confidence)
 
 
 def _text_within(tokens: list[int], tokenizer, seconds: float) -> list[int]:
@@ -186,18 +187,25 @@ def _text_within(tokens: list[int], tokenizer, seconds: float) -> list[int]:
     return kept
 
 
-def _words(model, tokenizer, text_ids: list[int], encoded, num_frames: int) -> list[Word]:
+def _words(model, tokenizer, text_ids: list[int], encoded,
+           num_frames: int) -> tuple[list[Word], float | None]:
+    """The words with times and probabilities, and the probability of the punctuation mark
+    that ends the text (None without one): merged into its word, it would be lost."""
     from faster_whisper.transcribe import merge_punctuations
 
     if not text_ids:
-        return []
+        return [], None
     alignment = model.find_alignment(tokenizer, [text_ids], encoded, num_frames)[0]
+    pieces = [a for a in alignment if a["word"].strip()]
+    end = pieces[-1] if pieces else None
+    end_confidence = (round(float(end["probability"]), 4)
+                      if end is not None and end["word"].strip() in _TERMINAL else None)
     merge_punctuations(alignment, _PREPEND, _APPEND)
     return [
         Word(a["word"].strip(), round(a["start"] * 1000), round(a["end"] * 1000),
              round(float(a["probability"]), 4))
         for a in alignment if a["word"].strip()
-    ]
+    ], end_confidence
 
 
 def _compression_ratio(text: str) -> float:

@@ -81,7 +81,6 @@ UNSUPPORTED_ENCODINGS = ("amr-nb", "amr-wb", "speex", "g729")
 # the response's warnings when asked for (docs/protocol.md has the whole mapping).
 NOT_APPLIED = {
     "diarize": "speaker labels are not produced",
-    "numerals": "numbers are written as the model writes them",
     "profanity_filter": "no profanity filter is applied",
     "redact": "nothing is redacted",
     "filler_words": "filler words are kept or dropped as the model does",
@@ -192,6 +191,7 @@ class ListenParams(BaseModel):
                             else max(MIN_ENDPOINTING_MS, silence)),
             partials=live and self.interim_results,
             turn_silence_ms=self.utterance_end_ms if live else None,
+            numerals=self.numerals or self.smart_format,  # smart_format writes digits too
         )
 
     def warnings(self) -> list[dict[str, str]]:

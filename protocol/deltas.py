@@ -22,10 +22,15 @@ class AppendOnlyText:
     def sent(self) -> str:
         return " ".join(self._sent)
 
-    def partial(self, text: str) -> str:
-        """The delta this partial makes safe to send ('' for none)."""
+    def partial(self, text: str, settled: str = "") -> str:
+        """The delta this partial makes safe to send ('' for none): its ``settled`` text when
+        the backend says which is (the final begins with it), else what two agree on."""
         words = text.split()
         previous, self._previous = self._previous, words
+        if settled.strip():
+            fixed = settled.split()
+            if fixed[:len(self._sent)] == self._sent:
+                return self._send(fixed[len(self._sent):])
         if previous is None:
             return ""
         stable = 0
@@ -39,7 +44,14 @@ class AppendOnlyText:
 
     def final(self, text: str) -> tuple[str, str]:
         """(the last delta, the whole transcript) for the item's final text."""
+        delta = self.settle(text)
+        return delta, self.sent
+
+    def settle(self, text: str) -> str:
+        """The delta for text that is final as far as it goes (an item that spans several
+        segments: each final settles the item's text so far)."""
         words = text.split()
+        self._previous = words
         sent = self._sent
         if words[:len(sent)] == sent:
             rest = words[len(sent):]
@@ -48,8 +60,7 @@ class AppendOnlyText:
             blocks = [b for b in SequenceMatcher(None, sent, words, autojunk=False)
                       .get_matching_blocks() if b.size]
             rest = words[blocks[-1].b + blocks[-1].size:] if blocks else words
-        delta = self._send(rest)
-        return delta, self.sent
+        return self._send(rest)
 
     def _send(self, words: list[str]) -> str:
         if not words:

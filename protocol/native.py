@@ -85,6 +85,12 @@ class NativeParams(BaseModel):
     vad_threshold: int | None = Field(None, ge=0, le=32767)
     vad_silence_ms: int | None = Field(None, ge=100, le=10000)
     max_segment_ms: int | None = Field(None, ge=1000, le=120000)
+    end_of_turn: bool = Field(False, description="Send end_of_turn events (the server's "
+                              "turn settings unless the turn_* parameters are given).")
+    turn_silence_ms: int | None = Field(None, ge=100, le=10000)
+    turn_min_silence_ms: int | None = Field(None, ge=100, le=10000)
+    turn_max_silence_ms: int | None = Field(None, ge=100, le=10000)
+    numerals: bool = Field(False, description="Numbers as digits ('seventy two' → '72').")
     adaptation_state: str | None = Field(
         None, max_length=64 * 1024, description="The value of an adaptation state a previous "
         "session sent (string+gzip+base64): its language, hotwords and context carry over.")
@@ -94,6 +100,11 @@ class NativeParams(BaseModel):
     @property
     def is_raw(self) -> bool:
         return self.codec in RAW_CODECS
+
+    @property
+    def turns(self) -> bool:
+        return self.end_of_turn or any(v is not None for v in (
+            self.turn_silence_ms, self.turn_min_silence_ms, self.turn_max_silence_ms))
 
     @model_validator(mode="after")
     def _raw_needs_rate(self) -> NativeParams:
@@ -145,21 +156,23 @@ class NativeProtocol:
 
     def handshake(self, query: Mapping[str, str], headers: Mapping[str, str],
                   settings: Any) -> NativeWire:
-        return NativeWire(parse_params(query), settings.max_session_seconds)
+        return NativeWire(parse_params(query), settings.max_session_seconds, settings)
 
 
 class NativeWire:
     """One native session: binary frames are audio in the handshake's codec, text frames
     are commands; every event is one JSON message, and the session's end closes."""
 
-    def __init__(self, params: NativeParams, max_seconds: float) -> None:
+    def __init__(self, params: NativeParams, max_seconds: float, settings: Any = None) -> None:
         self.params = params
         self.options = RecognitionOptions(
             language=params.language, hotwords=params.hotwords, n_best=params.n_best,
             vad=params.vad, vad_threshold=params.vad_threshold,
             vad_silence_ms=params.vad_silence_ms, max_segment_ms=params.max_segment_ms,
-            partial_ms=params.partial_ms,
+            partial_ms=params.partial_ms, numerals=params.numerals,
         )
+        if params.turns:
+            self.options = self.options.merge(**_turn_options(params, settings))
         if params.adaptation_state is not None:
             try:
                 carried = decode_state({"type": KIND, "value": params.adaptation_state})
@@ -200,6 +213,19 @@ class NativeWire:
         return NOTHING if text is None else (text,)
 
 
+def _turn_options(params: NativeParams, settings: Any) -> dict[str, int]:
+    """The turn silences asked for, the server's for the rest; given only a fixed
+    ``turn_silence_ms``, turns end after that silence whatever the words (no cue)."""
+    fixed = params.turn_silence_ms is not None and params.turn_min_silence_ms is None \
+        and params.turn_max_silence_ms is None
+    silence = params.turn_silence_ms or settings.turn_silence_ms
+    if fixed:
+        return {"turn_silence_ms": silence}
+    return {"turn_silence_ms": silence,
+            "turn_min_silence_ms": params.turn_min_silence_ms or settings.turn_min_silence_ms,
+            "turn_max_silence_ms": params.turn_max_silence_ms or settings.turn_max_silence_ms}
+
+
 class NativeEncoder:
     """Encodes one session's events; owns its ``seq`` counter."""
 
@@ -222,7 +248,14 @@ def _body(event: Event) -> dict[str, Any] | None:
     match event:
         case Partial():
             return {"type": "partial", "segment_seq": event.segment_seq, "text": event.text,
-                    "final": False, "start_ms": event.start_ms, "end_ms": event.end_ms}
+                    "stable_text": event.stable_text, "final": False,
+                    "start_ms": event.start_ms, "end_ms": event.end_ms}
+        case EndOfTurn():
+            return {"type": "end_of_turn", "segments": list(event.segments),
+                    "last_word_end_ms": event.last_word_end_ms,
+                    "silence_ms": event.silence_ms, "cue": event.cue,
+                    "required_silence_ms": event.required_silence_ms,
+                    "decided_at_ms": event.decided_at_ms}
         case Final():
             return _final(event)
         case SpeechStarted():
@@ -245,8 +278,7 @@ def _body(event: Event) -> dict[str, Any] | None:
             return {"type": "pong"}
         case SessionError():
             return {"type": "error", "code": event.code.value, "message": event.message}
-        case (SessionEnd() | SpeechStopped() | Cleared() | Configured() | SegmentFailed()
-              | EndOfTurn()):
+        case SessionEnd() | SpeechStopped() | Cleared() | Configured() | SegmentFailed():
             return None  # not part of this protocol (its clients see the final or error)
         case InputRejected():
             return {"type": "error", "code": event.code.value, "message": event.message}

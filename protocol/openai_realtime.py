@@ -8,10 +8,14 @@ into the session (only the fields present change; ``null`` clears) and takes eff
 with the audio around it; ``session.updated`` echoes the whole session once it has. Errors in
 client events are recoverable (an ``error`` event, the session stays open), as OpenAI's are.
 
-One item per segment: with ``server_vad`` the endpointer opens and closes items
-(``speech_started``, ``speech_stopped`` and an automatic ``committed``); with
-``turn_detection: null`` only ``input_audio_buffer.commit`` does. Transcription deltas are
-append-only (``protocol.deltas``): their concatenation is the item's ``completed`` transcript.
+With ``server_vad``, one item per segment: the endpointer opens and closes items
+(``speech_started``, ``speech_stopped`` and an automatic ``committed``). With ``semantic_vad``,
+one item per turn: it opens with the turn's first speech and closes at sttd's end of turn
+(``session.turns``: the silence it waits for depends on how the words end, and ``eagerness``
+sets how long), however many segments the turn holds. With ``turn_detection: null`` only
+``input_audio_buffer.commit`` closes an item. Transcription deltas are append-only
+(``protocol.deltas``; a backend's settled words go out as soon as it settles them): their
+concatenation is the item's ``completed`` transcript.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ import uuid
 from collections import deque
 from collections.abc import Mapping
 from copy import deepcopy
+from dataclasses import dataclass, field
 from typing import Any
 
+from backends.base import Word
 from protocol.audio import RawDecoder
 from protocol.common import (
     BEARER,
@@ -70,9 +76,10 @@ BROWSER_KEY_PREFIX = "openai-insecure-api-key."
 MIN_COMMIT_MS = 100  # OpenAI refuses to commit less ("input_audio_buffer_commit_empty")
 MAX_EVENT_CHARS = 16 << 20  # OpenAI allows 15 MiB of audio per append
 LOGPROBS = "item.input_audio_transcription.logprobs"
-# semantic_vad's eagerness → the silence that ends a turn (we have no semantic model: the
-# closest is how long a pause must be)
-EAGERNESS_SILENCE_MS = {"low": 1200, "medium": 700, "auto": 700, "high": 350}
+# semantic_vad's eagerness → the silences that end a turn (session.turns): after a finished
+# sentence, after words that give no cue, after words that trail off (bench/turns.py).
+EAGERNESS_TURN_MS = {"low": (800, 2000, 3000), "medium": (400, 1300, 2000),
+                     "auto": (400, 1300, 2000), "high": (300, 800, 1500)}
 _CODECS = {"audio/pcm": "pcm_s16le", "audio/pcmu": "mulaw", "audio/pcma": "alaw"}
 _BETA_FORMATS = {"pcm16": "audio/pcm", "g711_ulaw": "audio/pcmu", "g711_alaw": "audio/pcma"}
 
@@ -136,6 +143,7 @@ class OpenAIRealtimeWire:
         self._texts: dict[int, AppendOnlyText] = {}
         self._committed: set[int] = set()
         self._last_item: str | None = None  # previous_item_id of the next committed item
+        self._turn: _Turn | None = None  # semantic_vad: the open turn's item
         self._items_made = 0
 
     # -- client events -------------------------------------------------------------------
@@ -191,6 +199,12 @@ class OpenAIRealtimeWire:
                        param="session.type")
         merged = deepcopy(self.session)
         _merge(merged, {k: v for k, v in patch.items() if k not in ("id", "object", "type")})
+        audio = patch.get("audio")
+        inp = audio.get("input") if isinstance(audio, dict) else None
+        turn = inp.get("turn_detection") if isinstance(inp, dict) else None
+        old_turn = self.session["audio"]["input"]["turn_detection"]
+        if isinstance(turn, dict) and (old_turn or {}).get("type") != turn.get("type"):
+            merged["audio"]["input"]["turn_detection"] = turn  # a new kind: not merged
         options = self._options(merged)  # raises on bad values: nothing changes then
         old_format = self.session["audio"]["input"]["format"]
         new_format = merged["audio"]["input"]["format"]
@@ -235,10 +249,12 @@ class OpenAIRealtimeWire:
                        param="session.audio.input.turn_detection")
         if turn["type"] == "semantic_vad":
             eagerness = turn.get("eagerness", "auto")
-            if eagerness not in EAGERNESS_SILENCE_MS:
+            if eagerness not in EAGERNESS_TURN_MS:
                 raise _bad("eagerness must be low, medium, high or auto",
                            param="session.audio.input.turn_detection.eagerness")
-            return options.merge(vad_silence_ms=EAGERNESS_SILENCE_MS[eagerness])
+            low, middle, high = EAGERNESS_TURN_MS[eagerness]
+            return options.merge(turn_silence_ms=middle, turn_min_silence_ms=low,
+                                 turn_max_silence_ms=high)
         threshold = _number(turn, "threshold", 0.0, 1.0)
         padding = _number(turn, "prefix_padding_ms", 0, 2000)
         silence = _number(turn, "silence_duration_ms", 100, 10000)
@@ -249,9 +265,13 @@ class OpenAIRealtimeWire:
     # -- server events -------------------------------------------------------------------
 
     def encode(self, event: Event) -> Outbound:
+        if self._semantic:
+            frames = self._encode_turn(event)
+            if frames is not None:
+                return frames
         match event:
             case Partial():
-                delta = self._text(event.segment_seq).partial(event.text)
+                delta = self._text(event.segment_seq).partial(event.text, event.stable_text)
                 return (self._delta(event.segment_seq, delta),) if delta else NOTHING
             case Final():
                 return self._final(event)
@@ -315,6 +335,72 @@ class OpenAIRealtimeWire:
         return self.session["audio"]["input"]["turn_detection"] is not None
 
     @property
+    def _semantic(self) -> bool:
+        turn = self.session["audio"]["input"]["turn_detection"]
+        return turn is not None and turn.get("type") == "semantic_vad"
+
+    def _encode_turn(self, event: Event) -> Outbound | None:
+        """semantic_vad: the events that make one item of a whole turn; None: as per segment."""
+        turn = self._turn
+        match event:
+            case SpeechStarted():
+                if turn is not None:
+                    return NOTHING  # the turn's item is open already
+                self._turn = _Turn(self._item(None))
+                return (self._msg("input_audio_buffer.speech_started", item_id=self._turn.item,
+                                  audio_start_ms=event.start_ms),)
+            case SpeechStopped():
+                return NOTHING  # a pause inside the turn, until the end of turn says otherwise
+            case Partial() if turn is not None:
+                delta = turn.text.partial(turn.joined(event.text), turn.joined(
+                    event.stable_text) if event.stable_text else "")
+                return (self._item_delta(turn.item, delta),) if delta else NOTHING
+            case Final():
+                if turn is None:
+                    self._turn = turn = _Turn(self._item(None))
+                turn.finals.append(event)
+                if not any(f.text for f in turn.finals):
+                    return self._close_turn(event.end_ms)  # noise: an empty item, as OpenAI
+                delta = turn.text.settle(turn.joined(""))
+                return (self._item_delta(turn.item, delta),) if delta else NOTHING
+            case EndOfTurn() if turn is not None:
+                return self._close_turn(event.decided_at_ms - event.silence_ms)
+            case Committed() if turn is not None:
+                if self._commits:
+                    self._commits.popleft()
+                return self._close_turn(turn.finals[-1].end_ms if turn.finals else 0)
+            case SegmentFailed() if turn is not None:
+                self._turn = None
+                return (self._msg(
+                    "conversation.item.input_audio_transcription.failed", item_id=turn.item,
+                    content_index=0, error={"type": "server_error",
+                                            "code": "transcription_failed",
+                                            "message": event.message, "param": None}),)
+            case Cleared():
+                self._turn = None
+            case SessionEnd() if turn is not None and turn.finals:
+                return (*self._close_turn(turn.finals[-1].end_ms), Close(1000))
+        return None
+
+    def _close_turn(self, end_ms: int) -> Outbound:
+        """``speech_stopped``, ``committed``, the last delta and ``completed`` of the turn."""
+        turn, self._turn = self._turn, None
+        delta, transcript = turn.text.final(turn.joined(""))
+        previous, self._last_item = self._last_item, turn.item
+        frames = [self._msg("input_audio_buffer.speech_stopped", item_id=turn.item,
+                            audio_end_ms=end_ms),
+                  self._msg("input_audio_buffer.committed", item_id=turn.item,
+                            previous_item_id=previous)]
+        if delta:
+            frames.append(self._item_delta(turn.item, delta))
+        languages = [f.language for f in turn.finals if f.language]
+        frames.append(self._completed(
+            turn.item, transcript, sum(f.segment_duration_ms for f in turn.finals),
+            languages[-1] if languages else None,
+            tuple(w for f in turn.finals for w in f.words)))
+        return tuple(frames)
+
+    @property
     def _logprobs(self) -> bool:
         return LOGPROBS in (self.session.get("include") or ())
 
@@ -342,8 +428,11 @@ class OpenAIRealtimeWire:
                           previous_item_id=previous),)
 
     def _delta(self, seq: int, delta: str) -> str:
+        return self._item_delta(self._item(seq), delta)
+
+    def _item_delta(self, item: str, delta: str) -> str:
         return self._msg("conversation.item.input_audio_transcription.delta",
-                         item_id=self._item(seq), content_index=0, delta=delta)
+                         item_id=item, content_index=0, delta=delta)
 
     def _final(self, f: Final) -> Outbound:
         frames: list[str] = list(self._commit(f.segment_seq))
@@ -351,21 +440,25 @@ class OpenAIRealtimeWire:
         delta, transcript = text.final(f.text)
         if delta:
             frames.append(self._delta(f.segment_seq, delta))
-        completed: dict[str, Any] = {
-            "item_id": self._items.pop(f.segment_seq), "content_index": 0,
-            "transcript": transcript,
-            "usage": token_usage(f.segment_duration_ms, transcript),
-        }
-        if f.language:
-            completed["languages"] = [{"code": f.language,
-                                       "name": LANGUAGE_NAMES.get(f.language, f.language)}]
-        if self._logprobs and f.words and all(w.confidence for w in f.words):
-            completed["logprobs"] = [{"token": w.word, "logprob": math.log(w.confidence),
-                                      "bytes": list(w.word.encode())} for w in f.words]
         self._committed.discard(f.segment_seq)
-        frames.append(self._msg("conversation.item.input_audio_transcription.completed",
-                                **completed))
+        frames.append(self._completed(self._items.pop(f.segment_seq), transcript,
+                                      f.segment_duration_ms, f.language, f.words))
         return tuple(frames)
+
+    def _completed(self, item: str, transcript: str, duration_ms: int, language: str | None,
+                   words: tuple[Word, ...]) -> str:
+        completed: dict[str, Any] = {
+            "item_id": item, "content_index": 0, "transcript": transcript,
+            "usage": token_usage(duration_ms, transcript),
+        }
+        if language:
+            completed["languages"] = [{"code": language,
+                                       "name": LANGUAGE_NAMES.get(language, language)}]
+        if self._logprobs and words and all(w.confidence for w in words):
+            completed["logprobs"] = [{"token": w.word, "logprob": math.log(w.confidence),
+                                      "bytes": list(w.word.encode())} for w in words]
+        return self._msg("conversation.item.input_audio_transcription.completed",
+                         **completed)
 
     def _committed_ack(self, c: Committed) -> Outbound:
         event_id = self._commits.popleft() if self._commits else None
@@ -392,6 +485,20 @@ class OpenAIRealtimeWire:
         self._events += 1
         return json.dumps({"type": kind, "event_id": f"event_{self._id[:12]}{self._events}",
                            **fields}, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass
+class _Turn:
+    """A semantic_vad item: the finals of one turn, and its append-only transcript."""
+
+    item: str
+    text: AppendOnlyText = field(default_factory=AppendOnlyText)
+    finals: list[Final] = field(default_factory=list)
+
+    def joined(self, tail: str) -> str:
+        """The turn's text so far, with ``tail`` (the open segment's) after it."""
+        parts = [f.text for f in self.finals if f.text]
+        return " ".join([*parts, tail] if tail else parts)
 
 
 def _merge(target: dict, patch: dict) -> None:

@@ -62,6 +62,13 @@ class Partial:
     text: str
     start_ms: int
     end_ms: int
+    # The leading part of ``text`` that is settled: the segment's final begins with it (the
+    # rest may still change). 0: nothing promised yet.
+    stable_chars: int = 0
+
+    @property
+    def stable_text(self) -> str:
+        return self.text[: self.stable_chars]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,7 @@ class Final:
     first_token_ms: int | None = None  # speech start seen → first text produced
     latency_ms: int = 0  # segment end seen → final produced
     segment_duration_ms: int = 0
+    end_confidence: float | None = None  # of the closing punctuation mark (Hypothesis)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,11 +158,18 @@ class SessionError:
 
 @dataclass(frozen=True, slots=True)
 class EndOfTurn:
-    """The speaker's turn is over: ``silence_ms`` of audio without speech followed the last
-    recognised word (``session.turns``). Comes after the final of the turn's last segment."""
+    """The speaker's turn is over: ``silence_ms`` of audio without speech followed the end
+    of its last recognised speech (``session.turns``), decided when ``decided_at_ms`` of
+    session audio had been heard. Comes after the final of the turn's last segment.
+    ``segments``: the finals with words the turn closes; ``cue``: how its last words ended
+    (complete | trailing | none), which chose the ``required_silence_ms``."""
 
     last_word_end_ms: int
     silence_ms: int
+    segments: tuple[int, ...] = ()
+    cue: str = "none"
+    required_silence_ms: int = 0
+    decided_at_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)

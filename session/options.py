@@ -32,6 +32,11 @@ class RecognitionOptions:
     # Silence after the last recognised word that ends the speaker's turn (an ``EndOfTurn``
     # event, Deepgram's UtteranceEnd); None: no turn events.
     turn_silence_ms: int | None = None
+    # The turn's words move the decision between these (``session.turns``): a finished
+    # sentence ends the turn after the min, words that trail off wait for the max.
+    turn_min_silence_ms: int | None = None
+    turn_max_silence_ms: int | None = None
+    numerals: bool = False  # numbers as digits ("seventy two" → "72")
     context: str = ""  # earlier text as decoding context (protocol/adaptation.py)
 
     def merge(self, **changes: Any) -> RecognitionOptions:

@@ -18,8 +18,8 @@ from backends.base import ASRStream, BackendError, Hypothesis, NotifyingStream, 
 from session.endpointer import EndpointConfig, Endpointer, SpeechAudio, SpeechEnd, SpeechStart
 from session.events import Event, Final, FinalReason, Partial, SpeechStarted, SpeechStopped
 from session.options import RecognitionOptions
-from session.text import TextProcessor, unchanged
-from session.turns import TurnDetector
+from session.text import Text, TextStage, clamp_stable, stage_for
+from session.turns import TurnConfig, TurnDetector
 from session.vad import EnergyVAD
 
 InferenceObserver = Callable[[str, float], None]
@@ -61,13 +61,15 @@ class SegmentRecognizer:
         vad: VoiceDetector | None = None,
         setup: Setup | None = None,
         options: RecognitionOptions | None = None,
-        postprocess: TextProcessor = unchanged,
+        text_stage: TextStage | None = None,
     ) -> None:
         self._stream = stream
         self._setup = setup
         self.options = options or RecognitionOptions()
         self._pending: RecognitionOptions | None = None  # stream options for the next segment
-        self._postprocess = postprocess
+        # Rewrites hypotheses before they become events (numbers as digits, …).
+        self._fixed_text_stage = text_stage is not None
+        self._text = text_stage or stage_for(self.options)
         # Set by the job: events that must not wait for the rest of a batch (speech stopped
         # goes out before the slow final of its segment).
         self.early: Callable[[Event], None] | None = None
@@ -79,7 +81,7 @@ class SegmentRecognizer:
         self._on_inference = on_inference or (lambda kind, seconds: None)
         self._vad = vad or EnergyVAD(config.vad_threshold)
         self._endpointer = Endpointer(config.endpoint)
-        self._turns = TurnDetector(self.options.turn_silence_ms)
+        self._turns = TurnDetector(TurnConfig.of(self.options))
         self._frame = config.endpoint.frame_samples
         self._rate = config.endpoint.sample_rate
         self._partial_samples = self._rate * config.partial_ms // 1000
@@ -89,7 +91,7 @@ class SegmentRecognizer:
         self.segment_seq = 1
         self._segment_samples = 0
         self._samples_at_last_partial = 0
-        self._last_partial_text = ""
+        self._last_partial: tuple[str, int] = ("", 0)
         self._speech_seen_at = 0.0
         self._first_text_at: float | None = None
         self._accept_seconds = 0.0  # backend accept() time of the open segment
@@ -143,16 +145,18 @@ class SegmentRecognizer:
             return []
         self._samples_at_last_partial = self._segment_samples
         hyp = self._timed("partial", self._stream.partial)
-        if hyp is None or hyp.empty or hyp.text == self._last_partial_text:
+        if hyp is None or hyp.empty or (hyp.text, hyp.stable_chars) == self._last_partial:
             return []
-        self._last_partial_text = hyp.text
-        text = self._postprocess(hyp.text, final=False)
+        self._last_partial = (hyp.text, hyp.stable_chars)
+        text = clamp_stable(self._text(Text(hyp.text, stable_chars=hyp.stable_chars),
+                                       final=False))
         if self._first_text_at is None:
             self._first_text_at = self._clock()
         start, end = self._endpointer.segment_start, self._endpointer.position
         if hyp.covered_samples is not None:
             end = min(end, start + hyp.covered_samples)
-        return [Partial(self.segment_seq, text, self._ms(start), self._ms(end))]
+        return [Partial(self.segment_seq, text.text, self._ms(start), self._ms(end),
+                        stable_chars=text.stable_chars)]
 
     def commit(self, received_at: float, reason: FinalReason = FinalReason.COMMIT) -> list[Event]:
         """Finalize the open segment now, including any buffered sub-frame audio."""
@@ -174,7 +178,9 @@ class SegmentRecognizer:
         old, self.options = self.options, options
         self._cfg = self._setup.recognizer_config(options)
         self._endpointer.reconfigure(self._cfg.endpoint)
-        self._turns.silence_ms = options.turn_silence_ms
+        self._turns.config = TurnConfig.of(options)
+        if not self._fixed_text_stage:
+            self._text = stage_for(options)
         self._partial_samples = self._rate * self._cfg.partial_ms // 1000
         if (old.vad, old.vad_threshold, old.vad_level) != (
                 options.vad, options.vad_threshold, options.vad_level):
@@ -219,7 +225,7 @@ class SegmentRecognizer:
             elif isinstance(action, SpeechStart):
                 self._segment_samples = 0
                 self._samples_at_last_partial = 0
-                self._last_partial_text = ""
+                self._last_partial = ("", 0)
                 self._speech_seen_at = received_at
                 self._first_text_at = None
                 events.append(SpeechStarted(self.segment_seq, self._ms(action.start_sample)))
@@ -254,16 +260,16 @@ class SegmentRecognizer:
             self._first_text_at = now
         start = self._endpointer.segment_start
         offset = self._ms(start)
+        text = self._text(Text(hyp.text.strip(), tuple(
+            Word(w.word, w.start_ms + offset, w.end_ms + offset, w.confidence)
+            for w in hyp.words)), final=True)
         final = Final(
             segment_seq=self.segment_seq,
-            text=self._postprocess(hyp.text.strip(), final=True),
+            text=text.text,
             start_ms=offset,
             end_ms=self._ms(end.end_sample),
             reason=end.reason,
-            words=tuple(
-                Word(w.word, w.start_ms + offset, w.end_ms + offset, w.confidence)
-                for w in hyp.words
-            ),
+            words=text.words,
             confidence=hyp.confidence,
             language=hyp.language,
             alternatives=hyp.alternatives,
@@ -274,6 +280,7 @@ class SegmentRecognizer:
             ),
             latency_ms=max(0, round((now - received_at) * 1000)),
             segment_duration_ms=self._ms(end.end_sample - start),
+            end_confidence=hyp.end_confidence,
         )
         self.segment_seq += 1
         self._turns.on_final(final)

@@ -308,3 +308,54 @@ async def test_realtime_handshakes_auth_subprotocol_beta_and_refusals(start_serv
         assert words(event["transcript"]) == words(CLIP.text)
     samples = server.metrics()
     assert samples['stt_sessions_opened_total{protocol="openai_realtime"}'] == 2
+
+
+async def test_realtime_semantic_vad_makes_one_item_of_a_turn_with_a_pause_in_it(whisper):
+    """semantic_vad: a hesitation inside a sentence stays in the turn's one item (server_vad
+    makes two of it); a 2.5 s pause between sentences ends the turn."""
+    from tests.test_turns import hesitation
+
+    hesitant = hesitation(CLIP.pcm(), 0.7)
+    audio = np.concatenate([hesitant, np.zeros(48000, np.int16), TWO.pcm(),
+                            np.zeros(64000, np.int16)])
+
+    async def items(turn_detection: dict) -> tuple[list[dict], list[dict]]:
+        c = AsyncOpenAI(base_url=whisper.http + "/v1", api_key="sk-test")
+        seen: list[dict] = []
+        async with c.realtime.connect(extra_query={"intent": "transcription"}) as conn:
+            await conn.session.update(session=session_update(
+                transcription={"model": "gpt-4o-transcribe", "language": "en"},
+                turn_detection=turn_detection))
+            updated = await until(conn, "session.updated", seen)
+            assert updated["session"]["audio"]["input"]["turn_detection"] == turn_detection
+            await append(conn, pcm24(audio))
+            done = []
+            while len(done) < 3:
+                event = await until(conn, "conversation.item.input_audio_transcription.completed",
+                                    seen)
+                if event["transcript"]:
+                    done.append(event)
+                if len(done) == 1 and turn_detection["type"] == "server_vad" \
+                        and len(words(event["transcript"])) > 0.8 * len(words(CLIP.text)):
+                    break  # server_vad did not split at the pause: nothing to compare
+        return done, seen
+
+    done, seen = await items({"type": "semantic_vad", "eagerness": "low"})
+    first = words(done[0]["transcript"])
+    assert first[:2] == words(CLIP.text)[:2] and first[-2:] == words(CLIP.text)[-2:], first
+    kinds = [e["type"] for e in seen if e.get("item_id") == done[0]["item_id"]]
+    assert kinds.count("input_audio_buffer.speech_started") == 1
+    assert kinds.count("input_audio_buffer.speech_stopped") == 1
+    deltas = [e["delta"] for e in seen if e.get("item_id") == done[0]["item_id"]
+              and e["type"].endswith(".delta")]
+    assert "".join(deltas) == done[0]["transcript"], "append-only across the turn's segments"
+    # The two sentences 2.5 s apart are two turns, each its own item.
+    assert words(done[1]["transcript"])[:3] == words(TWO.text)[:3]
+    assert done[2]["item_id"] != done[1]["item_id"]
+    committed = [e for e in seen if e["type"] == "input_audio_buffer.committed"]
+    assert [e["previous_item_id"] for e in committed[:2]] == [None, done[0]["item_id"]]
+
+    per_segment, _ = await items({"type": "server_vad", "threshold": 0.5,
+                                  "prefix_padding_ms": 300, "silence_duration_ms": 500})
+    assert len(words(per_segment[0]["transcript"])) < len(first), "server_vad: the pause " \
+        "ends the item"

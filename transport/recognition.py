@@ -13,6 +13,7 @@ from session.events import ErrorCode
 from session.options import RecognitionOptions
 from session.recognizer import RecognizerConfig, SegmentRecognizer
 from session.silero import SileroVAD, load_silero
+from session.turns import TurnConfig
 from transport.context import ServerContext
 
 
@@ -39,7 +40,7 @@ class RecognitionSetup:
         endpoint = EndpointConfig(
             sample_rate=TARGET_RATE,
             speech_start_ms=s.vad_speech_start_ms,
-            silence_ms=(o.vad_silence_ms or s.vad_silence_ms) if o.endpointing else None,
+            silence_ms=_segment_silence(o, s.vad_silence_ms) if o.endpointing else None,
             preroll_ms=s.vad_preroll_ms if o.preroll_ms is None else o.preroll_ms,
             max_segment_ms=o.max_segment_ms or s.max_segment_ms,
         )
@@ -92,3 +93,11 @@ async def open_recognizer(ctx: ServerContext, o: RecognitionOptions) -> SegmentR
         stream, setup.recognizer_config(o), on_inference=on_inference, vad=vad,
         setup=setup, options=o,
     )
+
+
+def _segment_silence(o: RecognitionOptions, default_ms: int) -> int:
+    """The pause that ends a segment: a turn cannot end before its last segment does, so a
+    session whose turns may end sooner (``turn_min_silence_ms``) gets segments as short."""
+    silence = o.vad_silence_ms or default_ms
+    turns = TurnConfig.of(o)
+    return silence if turns is None else min(silence, turns.shortest_ms)
