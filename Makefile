@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 SERVE_STAMP := $(VENV)/.installed-serve
 HOST ?= 127.0.0.1
 PORT ?= 8000
+STT_WEB_UI ?= true
 
 .PHONY: serve test lint bench-load clean
 
@@ -37,7 +38,7 @@ $(PY27_ENV)/.installed: | $(STAMP)
 	else echo "no Python 2.7: the kaldi-gstreamer-server client.py tests will skip"; fi
 
 serve: $(SERVE_STAMP)
-	$(BIN)/sttd serve --host $(HOST) --port $(PORT)
+	STT_WEB_UI=$(STT_WEB_UI) $(BIN)/sttd serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP) $(PY27_ENV)/.installed
 	$(BIN)/python -m pytest -q

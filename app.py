@@ -19,7 +19,7 @@ from inference.pool import InferencePool, LoopBatcher
 from observability.logging import configure_logging
 from observability.metrics import Metrics
 from session.events import ErrorCode, FinalReason
-from transport import batch, deepgram_ws, http, kaldi_gst, native_ws, openai_ws
+from transport import batch, deepgram_ws, http, kaldi_gst, native_ws, openai_ws, web_ui
 from transport.auth import Gate
 from transport.capacity import SessionSlots
 from transport.connection import METRICS_STATE_KEY, REFUSAL_REASONS
@@ -106,6 +106,7 @@ def create_app(settings: Settings | None = None, backend: ASRBackend | None = No
     deepgram_ws.attach(app)
     kaldi_gst.attach(app)
     batch.attach(app)
+    web_ui.attach(app)
     return app
 
 

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     )
     ssl_certfile: Path | None = Field(None, description="PEM certificate: serve HTTPS/WSS.")
     ssl_keyfile: Path | None = Field(None, description="PEM private key of the certificate.")
+    web_ui: bool = Field(
+        False, description="Serve the browser page at / (microphone or file to the native "
+        "WebSocket); `make serve` turns it on."
+    )
     upload_idle_timeout_sec: float = Field(
         30.0, gt=0, description="Batch uploads that send nothing this long get 408."
     )
@@ -119,6 +123,18 @@ class Settings(BaseSettings):
     vad_speech_start_ms: int = Field(60, ge=20, description="Voiced run that starts a segment.")
     vad_preroll_ms: int = Field(300, ge=0, description="Audio kept before speech start.")
     max_segment_ms: int = Field(30000, ge=1000, description="Force a final this long into speech.")
+    max_segment_cut_window_ms: int = Field(
+        3000, ge=0, le=10000, description="The last stretch before max_segment_ms, held back "
+        "from the backend, where the forced cut is sought (a pause, else a quiet frame); 0: "
+        "cut hard at max_segment_ms. Capped at half the segment.")
+    max_segment_overlap_ms: int = Field(
+        1000, ge=0, le=5000, description="Audio before a forced cut not at a pause that the "
+        "next segment hears again; its repeated words are dropped from the next final. "
+        "Capped at a quarter of the segment.")
+    max_segment_reach_back_ms: int = Field(
+        5000, ge=0, le=10000, description="A forced final whose words stop short of its cut "
+        "(the decoder left the segment's end out): the next segment reopens from where they "
+        "stop, up to this far before the cut; 0: never. Needs an overlap.")
     # End of turn (session/turns.py), for sessions that ask for turn events without values.
     turn_silence_ms: int = Field(
         1000, ge=100, le=10000, description="Silence after the last word that ends a turn "
@@ -166,6 +182,12 @@ class Settings(BaseSettings):
     whisper_speech_gate: bool = Field(
         True, description="Decode a final only if Silero VAD hears speech in the segment."
     )
+    whisper_settle_agree: int = Field(
+        2, ge=0, le=5, description="Consecutive partial decodes that must agree on a word "
+        "before it is settled (the final then begins with it); 0: no word is settled.")
+    whisper_settle_margin_sec: float = Field(
+        2.0, ge=0, le=10, description="Words ending this close to the end of the audio a "
+        "partial heard do not settle.")
 
     # Kaldi nnet3 backend (vosk).
     kaldi_model_path: Path | None = Field(

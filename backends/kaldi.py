@@ -12,6 +12,9 @@ directory works (``STT_KALDI_MODEL_PATH``); the default is the Korean model ship
   and every one is kept (up to 64) once it has worked. A stream borrows one when its segment
   starts and gives it back, reset, at the final. Idle sessions hold none.
 - Partials are the decoder's incremental best path (no re-decoding: cheap at any cadence).
+  Words of pieces vosk has finished are settled at once; the rest settle when two
+  consecutive partials agree on them, except the last word (the best path's edge); the final
+  begins with the settled words (``backends.stable``).
 - vosk's own endpointing may cut a long segment into pieces; a final joins them. sttd's
   endpointer decides segments, as for every backend.
 - vosk word times run on across resets, so each decoder counts the audio it has heard and
@@ -42,6 +45,7 @@ from backends.base import (
     StreamOptions,
     Word,
 )
+from backends.stable import Settler, keep_promise
 
 _RATE = 16000  # sttd's pipeline rate; resampled to the model's rate if it differs
 _MAX_IDLE = 64  # decoders kept for reuse: a cold one runs 3–4× slower, so never discard below
@@ -187,6 +191,8 @@ class KaldiStream:
         self._decoder: _Decoder | None = None
         self._segment_start = 0  # decoder.heard when the segment began
         self._pieces: list[dict] = []  # results vosk's own endpointing cut off
+        self._settler = Settler(agree=2, hold_back=1)
+        self.revised = 0  # settled words a final contradicted (kept all the same)
         self._resampler = None
         self._closed = False
 
@@ -202,9 +208,9 @@ class KaldiStream:
     def partial(self) -> Hypothesis | None:
         if self._decoder is None:
             return None
-        text = " ".join([*(_best_text(p) for p in self._pieces), self._decoder.partial_text()])
-        text = " ".join(text.split())
-        return Hypothesis(text) if text else None
+        done = " ".join(_best_text(p) for p in self._pieces).split()
+        self._settler.commit(done)
+        return self._settler.update(done + self._decoder.partial_text().split())
 
     def finalize(self) -> Hypothesis:
         decoder = self._decoder
@@ -221,7 +227,10 @@ class KaldiStream:
         offset_s = self._segment_start / decoder.rate
         self._pieces, self._decoder = [], None
         self._release(decoder)
-        return _hypothesis(pieces, offset_s)
+        kept = keep_promise(_hypothesis(pieces, offset_s), self._settler.settled)
+        self._settler.reset()
+        self.revised += kept.revised
+        return kept.hypothesis
 
     def close(self) -> None:
         if self._closed:

@@ -202,7 +202,12 @@ class MockStream:
     def partial(self) -> Hypothesis | None:
         self._backend.simulate_compute()
         words = self._words()
-        return Hypothesis(" ".join(w.word for w in words)) if words else None
+        if not words:
+            return None
+        # The fixture's words are the truth, so the final keeps them all; the last one is
+        # left unsettled, as a real decoder's word at the audio's edge would be.
+        return Hypothesis(" ".join(w.word for w in words),
+                          stable_chars=len(" ".join(w.word for w in words[:-1])))
 
     def finalize(self) -> Hypothesis:
         self._backend.simulate_compute()

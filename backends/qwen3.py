@@ -14,6 +14,9 @@ Streaming scheme per session (``../shared/reference/qwen3-vllm.md`` §5):
 - **Finals.** At the endpoint the in-flight partial is aborted and the whole segment is
   decoded once without a prefix (offline quality), then the segment's audio and prefix are
   dropped, so the cost of a long stream stays bounded by the segment cap.
+- **Settled words.** Words two consecutive partials agree on (the rollback prefix makes them
+  agree), except the last, are settled, and the final begins with them (``backends.stable``):
+  the offline decode is kept where it agrees, which is nearly always.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import structlog
@@ -49,6 +52,7 @@ from backends.qwen3_text import (
     parse_output,
     rollback_prefix,
 )
+from backends.stable import Settler, keep_promise
 
 log = structlog.get_logger("sttd.qwen3")
 
@@ -264,6 +268,8 @@ class Qwen3Stream:
         self._heard_samples = 0  # segment audio the last successful partial covered
         self._ticks = 0  # partial decodes landed in this segment
         self._answer = ""  # the last partial's whole answer, prefix included, loop-free
+        self._settler = Settler(agree=2, hold_back=1)
+        self.revised = 0  # settled words a final contradicted (kept all the same)
         self._wake: Callable[[], None] = lambda: None
         self._closed = False
         self.partial_failures = 0
@@ -294,9 +300,10 @@ class Qwen3Stream:
         with self._lock:
             self._abort_partial()
             audio = self._audio.snapshot(self._audio.size) if self._audio.size else None
+            settled = self._settler.settled
             self._reset_segment()
         if audio is None:
-            return EMPTY
+            return keep_promise(EMPTY, settled).hypothesis
         futures: list[concurrent.futures.Future[Decoded]] = []
         try:
             # A segment over the cap (a session raised max_segment_ms) is decoded in pieces
@@ -318,8 +325,11 @@ class Qwen3Stream:
         confidence = None
         if tokens and all(d.logprob is not None for d in decoded):
             confidence = round(math.exp(sum(d.logprob for d in decoded) / tokens), 4)
-        return Hypothesis(text=" ".join(t for _, t in parsed if t), confidence=confidence,
-                          language=language_code(language) if language else None)
+        kept = keep_promise(Hypothesis(
+            text=" ".join(t for _, t in parsed if t), confidence=confidence,
+            language=language_code(language) if language else None), settled)
+        self.revised += kept.revised
+        return kept.hypothesis
 
     def close(self) -> None:
         with self._lock:
@@ -349,8 +359,11 @@ class Qwen3Stream:
         self._ticks += 1
         self._heard_samples = pending.samples
         language, text = parse_clean(self._answer, self._language)
-        return Hypothesis(text=text, covered_samples=pending.samples,
-                          language=language_code(language) if language else None)
+        shown = self._settler.update(text.split())
+        if shown is None:
+            return None
+        return replace(shown, covered_samples=pending.samples,
+                       language=language_code(language) if language else None)
 
     def _start_partial(self) -> None:
         samples = self._audio.size
@@ -387,6 +400,7 @@ class Qwen3Stream:
         self._audio = _Audio()  # not cleared: decodes may still hold views of the old one
         self._sent_samples = self._heard_samples = self._ticks = 0
         self._answer = ""
+        self._settler = Settler(agree=2, hold_back=1)
 
     def _request_id(self, kind: str) -> str:
         return f"sttd-{self._id}-{kind}{next(self._decodes)}"

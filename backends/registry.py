@@ -69,6 +69,8 @@ def _whisper(settings: Settings) -> ASRBackend:
             log_prob_threshold=settings.whisper_log_prob_threshold,
             compression_ratio_threshold=settings.whisper_compression_ratio_threshold,
             speech_gate=settings.whisper_speech_gate,
+            settle_agree=settings.whisper_settle_agree,
+            settle_margin_s=settings.whisper_settle_margin_sec,
         )
     )
 

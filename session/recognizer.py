@@ -8,6 +8,7 @@ audio alone.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -18,11 +19,16 @@ from backends.base import ASRStream, BackendError, Hypothesis, NotifyingStream, 
 from session.endpointer import EndpointConfig, Endpointer, SpeechAudio, SpeechEnd, SpeechStart
 from session.events import Event, Final, FinalReason, Partial, SpeechStarted, SpeechStopped
 from session.options import RecognitionOptions
+from session.overlap import Seam, merge_text, said_until, trim_text
 from session.text import Text, TextStage, clamp_stable, stage_for
 from session.turns import TurnConfig, TurnDetector
 from session.vad import EnergyVAD
 
 InferenceObserver = Callable[[str, float], None]
+# A max_segment final whose last word ends this long before its cut stopped short; the next
+# segment is reopened this much before that word's end (word ends are the aligner's guess).
+SHORT_FINAL_MS = 500
+REACH_MARGIN_MS = 300
 
 
 class VoiceDetector(Protocol):
@@ -90,6 +96,15 @@ class SegmentRecognizer:
         self.samples_since_commit = 0
         self.segment_seq = 1
         self._segment_samples = 0
+        # The open segment's first sample, and where its events say it starts: a segment
+        # that replays audio from before a max_segment cut starts, for the client, at the cut.
+        self._segment_start = 0
+        self._shown_start = 0
+        # The previous final's words when this segment replays its last audio (or will).
+        self._seam: Seam | None = None
+        self._replay_from: int | None = None
+        self._seam_cut = 0
+        self._final_words: tuple[Word, ...] = ()  # the last final's, before the text stage
         self._samples_at_last_partial = 0
         self._last_partial: tuple[str, int] = ("", 0)
         self._speech_seen_at = 0.0
@@ -148,15 +163,20 @@ class SegmentRecognizer:
         if hyp is None or hyp.empty or (hyp.text, hyp.stable_chars) == self._last_partial:
             return []
         self._last_partial = (hyp.text, hyp.stable_chars)
-        text = clamp_stable(self._text(Text(hyp.text, stable_chars=hyp.stable_chars),
-                                       final=False))
+        said, stable = hyp.text, hyp.stable_chars
+        if self._seam is not None:  # words the previous final already gave are not repeated
+            said, removed = trim_text(self._seam, said)
+            stable = max(0, stable - removed)
+            if not said.strip():
+                return []
+        text = clamp_stable(self._text(Text(said, stable_chars=stable), final=False))
         if self._first_text_at is None:
             self._first_text_at = self._clock()
-        start, end = self._endpointer.segment_start, self._endpointer.position
+        end = self._endpointer.position
         if hyp.covered_samples is not None:
-            end = min(end, start + hyp.covered_samples)
-        return [Partial(self.segment_seq, text.text, self._ms(start), self._ms(end),
-                        stable_chars=text.stable_chars)]
+            end = min(end, self._segment_start + hyp.covered_samples)
+        return [Partial(self.segment_seq, text.text, self._ms(self._shown_start),
+                        self._ms(max(end, self._shown_start)), stable_chars=text.stable_chars)]
 
     def commit(self, received_at: float, reason: FinalReason = FinalReason.COMMIT) -> list[Event]:
         """Finalize the open segment now, including any buffered sub-frame audio."""
@@ -195,6 +215,7 @@ class SegmentRecognizer:
         self._remainder = np.zeros(0, dtype=np.int16)
         self.samples_since_commit = 0
         self._turns.clear()
+        self._seam = None
         if self._endpointer.clear() and self._setup is not None:
             self._pending = self._pending or self.options
         if self._pending is not None:
@@ -216,19 +237,22 @@ class SegmentRecognizer:
         old.close()
 
     def _apply(self, actions, received_at: float, events: list[Event]) -> None:
-        for action in actions:
+        queue = deque(actions)
+        while queue:
+            action = queue.popleft()
             if isinstance(action, SpeechAudio):
                 self._segment_samples += action.pcm.size
                 t0 = self._clock()
                 self._stream.accept(action.pcm)  # streaming decoders (Kaldi) work here
                 self._accept_seconds += self._clock() - t0  # reported once per segment
             elif isinstance(action, SpeechStart):
+                self._open_segment(action.start_sample)
                 self._segment_samples = 0
                 self._samples_at_last_partial = 0
                 self._last_partial = ("", 0)
                 self._speech_seen_at = received_at
                 self._first_text_at = None
-                events.append(SpeechStarted(self.segment_seq, self._ms(action.start_sample)))
+                events.append(SpeechStarted(self.segment_seq, self._ms(self._shown_start)))
             elif isinstance(action, SpeechEnd):
                 self.samples_since_commit = 0  # the segment commits what came before it
                 stopped = SpeechStopped(self.segment_seq, self._ms(action.end_sample))
@@ -242,6 +266,16 @@ class SegmentRecognizer:
                 events.append(self._final(action, received_at))
                 if self._pending is not None:
                     self._reopen()
+                earlier = self._reach_back(action)
+                if earlier:  # in place of the replay the endpointer opened (if it did)
+                    queue = deque(earlier)
+
+    def _open_segment(self, start: int) -> None:
+        self._segment_start = self._shown_start = start
+        if self._seam is not None and start == self._replay_from:
+            self._shown_start = max(start, self._seam_cut)  # the replay began before the cut
+        else:
+            self._seam = None
 
     def _report_accept_time(self) -> None:
         if self._accept_seconds:
@@ -258,16 +292,23 @@ class SegmentRecognizer:
         now = self._clock()
         if self._first_text_at is None and not hyp.empty:
             self._first_text_at = now
-        start = self._endpointer.segment_start
-        offset = self._ms(start)
-        text = self._text(Text(hyp.text.strip(), tuple(
-            Word(w.word, w.start_ms + offset, w.end_ms + offset, w.confidence)
-            for w in hyp.words)), final=True)
+        offset = self._ms(self._segment_start)
+        said = hyp.text.strip()
+        words = tuple(Word(w.word, w.start_ms + offset, w.end_ms + offset, w.confidence)
+                      for w in hyp.words)
+        # A replayed segment starts at the cut: segments never overlap in time (its first
+        # word's own start is no guide: a decoder stamps it from the audio's start).
+        start_ms = self._ms(self._shown_start)
+        if self._seam is not None:  # merged on the backend's words, before the text stage
+            said, words = merge_text(self._seam, said, words)
+        self._carry_over(end, words)
+        text = self._text(Text(said, words), final=True)
+        end_ms = self._ms(end.end_sample)
         final = Final(
             segment_seq=self.segment_seq,
             text=text.text,
-            start_ms=offset,
-            end_ms=self._ms(end.end_sample),
+            start_ms=start_ms,
+            end_ms=end_ms,
             reason=end.reason,
             words=text.words,
             confidence=hyp.confidence,
@@ -279,12 +320,42 @@ class SegmentRecognizer:
                 else max(0, round((self._first_text_at - self._speech_seen_at) * 1000))
             ),
             latency_ms=max(0, round((now - received_at) * 1000)),
-            segment_duration_ms=self._ms(end.end_sample - start),
+            segment_duration_ms=max(0, end_ms - start_ms),
             end_confidence=hyp.end_confidence,
         )
         self.segment_seq += 1
         self._turns.on_final(final)
         return final
+
+    def _carry_over(self, end: SpeechEnd, words: tuple[Word, ...]) -> None:
+        """Keep this final's words for the next segment when it replays audio from before
+        this one's end (a max_segment cut away from a pause)."""
+        self._final_words = words
+        if end.replay_from is None or end.replay_from >= end.end_sample:
+            self._seam = None
+            return
+        self._seam_at(end, end.replay_from, words)
+
+    def _seam_at(self, end: SpeechEnd, replay_from: int, words: tuple[Word, ...]) -> None:
+        kept = words or (self._seam.words if self._seam is not None else ())
+        self._seam = Seam(kept, self._ms(replay_from), self._ms(end.end_sample))
+        self._replay_from, self._seam_cut = replay_from, end.end_sample
+
+    def _reach_back(self, end: SpeechEnd) -> list:
+        """A max_segment final whose words stop well before its cut (a decoder may leave out
+        a long segment's last seconds): reopen the next segment from where they stop, so it
+        hears that speech again; the merge drops what the final did say."""
+        words = self._final_words
+        if end.reason is not FinalReason.MAX_SEGMENT or not words:
+            return []
+        said = said_until(words[-1])
+        if self._ms(end.end_sample) - said <= SHORT_FINAL_MS:
+            return []
+        start = (said - REACH_MARGIN_MS) * self._rate // 1000
+        actions = self._endpointer.reach_back(max(0, start))
+        if actions:
+            self._seam_at(end, actions[0].start_sample, words)
+        return actions
 
     def _timed(self, kind: str, call):
         t0 = self._clock()

@@ -1,5 +1,8 @@
+from dataclasses import replace
+
 import numpy as np
 
+from backends.base import Hypothesis, Word
 from session.endpointer import EndpointConfig
 from session.events import Final, FinalReason, Partial, SpeechStarted, SpeechStopped
 from session.recognizer import RecognizerConfig, SegmentRecognizer
@@ -104,3 +107,150 @@ def test_close_closes_the_stream_once():
     rec.close()
     rec.close()
     assert stream.closed
+
+
+# -- long segments: a cut at max_segment_ms, the replay before it, the merge of the finals --
+
+class WordPerToneStream:
+    """An ASRStream that hears words: each run of one amplitude ≥ 500 is the word
+    ``w<amplitude>``, cut to ``w<amplitude minus its last digit>`` when it heard under 80 ms
+    of it (a word broken at a segment edge). Times are segment milliseconds."""
+
+    def __init__(self) -> None:
+        self.pcm = np.zeros(0, np.int16)
+
+    def accept(self, pcm: np.ndarray) -> None:
+        self.pcm = np.concatenate([self.pcm, pcm])
+
+    def _words(self) -> list[Word]:
+        level = np.abs(self.pcm.astype(np.int32))
+        edges = np.flatnonzero(np.diff(level)) + 1
+        words = []
+        for a, b in zip([0, *edges], [*edges, level.size], strict=True):
+            if level[a] >= 500:
+                name = f"w{level[a]}" if b - a >= 16 * 80 else f"w{level[a] // 10}"
+                words.append(Word(name, a // 16, b // 16))
+        return words
+
+    def partial(self) -> Hypothesis | None:
+        text = " ".join(w.word for w in self._words())
+        return Hypothesis(text, stable_chars=len(text)) if text else None
+
+    def finalize(self) -> Hypothesis:
+        words, self.pcm = self._words(), np.zeros(0, np.int16)
+        return Hypothesis(" ".join(w.word for w in words), words=tuple(words))
+
+    def close(self) -> None:
+        pass
+
+
+def said(n: int, gap: int | None, lead_ms: int = 0) -> np.ndarray:
+    """``n`` words of 100 ms (word k at amplitude 1000 + k); with ``gap``, each word's last
+    20 ms at that amplitude: still voiced, but a quiet point between words."""
+    blocks = [silence(lead_ms)]
+    for k in range(n):
+        word = np.full(1600, 1000 + k, np.int16) * np.resize(np.array([1, -1], np.int16), 1600)
+        if gap is not None:
+            word[-320:] = np.sign(word[-320:]) * gap
+        blocks.append(word)
+    return np.concatenate(blocks)
+
+
+LONG = RecognizerConfig(
+    endpoint=EndpointConfig(speech_start_ms=60, silence_ms=300, preroll_ms=100,
+                            max_segment_ms=2000, cut_window_ms=600, overlap_ms=400),
+    vad_threshold=300, partial_ms=200)
+
+
+def long_run(audio: np.ndarray, config: RecognizerConfig = LONG):
+    rec = SegmentRecognizer(WordPerToneStream(), config)
+    events = feed(rec, np.concatenate([audio, silence(600)]))
+    return events, [e for e in events if isinstance(e, Final)]
+
+
+def spoken(finals) -> list[str]:
+    return " ".join(f.text for f in finals).split()
+
+
+def test_long_speech_is_cut_between_words_and_every_word_comes_once():
+    reference = [f"w{1000 + k}" for k in range(60)]
+    events, finals = long_run(said(60, gap=200, lead_ms=40))  # gaps 14 dB down, voiced
+    assert [f.reason for f in finals[:-1]] == [FinalReason.MAX_SEGMENT] * (len(finals) - 1)
+    assert len(finals) >= 3
+    assert spoken(finals) == reference
+    for f in finals:  # word times are session times, the segment's own start included
+        assert all(w.start_ms == 40 + 100 * (int(w.word[1:]) - 1000) for w in f.words)
+
+
+def test_a_hard_cut_inside_a_word_loses_and_repeats_nothing():
+    reference = [f"w{1000 + k}" for k in range(60)]
+    events, finals = long_run(said(60, gap=None, lead_ms=50))
+    assert len(finals) >= 3
+    words = spoken(finals)
+    assert len(words) == len(reference)
+    broken = [(w, r) for w, r in zip(words, reference, strict=True) if w != r]
+    assert all(r.startswith(w) for w, r in broken), "only words broken at a cut differ"
+    assert len(broken) <= len(finals) - 1
+
+
+def test_without_the_replay_words_at_the_cuts_break():
+    config = replace(LONG, endpoint=replace(LONG.endpoint, cut_window_ms=0, overlap_ms=0))
+    _, finals = long_run(said(60, gap=None, lead_ms=50), config)
+    words = spoken(finals)
+    assert len(words) > 60, "each cut splits a word in two: two broken halves"
+
+
+def test_segment_times_stay_in_order_across_cuts():
+    events, finals = long_run(said(60, gap=None, lead_ms=50))
+    starts = [e for e in events if isinstance(e, SpeechStarted)]
+    stops = [e for e in events if isinstance(e, SpeechStopped)]
+    for before, after in zip(finals, finals[1:], strict=False):
+        assert before.start_ms < after.start_ms and before.end_ms <= after.end_ms
+        assert after.start_ms >= before.end_ms, "a replayed segment starts at the cut"
+    for stop, start in zip(stops, starts[1:], strict=False):
+        assert start.start_ms == stop.end_ms, "a replayed segment starts, for clients, at the cut"
+
+
+def test_partials_of_a_replayed_segment_do_not_repeat_the_previous_final():
+    events, _ = long_run(said(60, gap=200, lead_ms=40))
+    shown: set[str] = set()
+    seq = None
+    for e in events:
+        if isinstance(e, Final):
+            shown.update(e.text.split())
+            seq = e.segment_seq + 1
+        elif isinstance(e, Partial) and e.segment_seq == seq:
+            assert not set(e.text.split()) & shown, e.text
+            assert e.stable_chars <= len(e.text) and e.text.startswith(e.stable_text)
+
+
+def test_the_merge_runs_on_the_backends_words_before_the_text_stage():
+    from session.text import Text, TextStage
+
+    def digits(text: Text, *, final: bool) -> Text:  # like numerals: words become numbers
+        words = tuple(replace(w, word=w.word[3:]) for w in text.words)
+        return replace(text, text=" ".join(t[3:] for t in text.text.split()), words=words)
+
+    rec = SegmentRecognizer(WordPerToneStream(), LONG, text_stage=TextStage((digits,)))
+    events = feed(rec, np.concatenate([said(60, gap=200, lead_ms=40), silence(600)]))
+    finals = [e for e in events if isinstance(e, Final)]
+    assert spoken(finals) == [f"{k:02d}" for k in range(60)]
+
+
+class ShortFinalStream(WordPerToneStream):
+    """Leaves out the words of a long segment's last 1.2 s from its final, as Whisper may."""
+
+    def finalize(self) -> Hypothesis:
+        limit = self.pcm.size // 16 - 1200 if self.pcm.size >= 16 * 1800 else None
+        words = [w for w in self._words() if limit is None or w.end_ms <= limit]
+        self.pcm = np.zeros(0, np.int16)
+        return Hypothesis(" ".join(w.word for w in words), words=tuple(words))
+
+
+def test_a_final_that_stops_short_of_its_cut_has_the_next_segment_reach_back():
+    rec = SegmentRecognizer(ShortFinalStream(), LONG)
+    events = feed(rec, np.concatenate([said(40, gap=200, lead_ms=40), silence(600)]))
+    finals = [e for e in events if isinstance(e, Final)]
+    assert spoken(finals) == [f"w{1000 + k}" for k in range(40)]
+    starts = [e.start_ms for e in events if isinstance(e, SpeechStarted)]
+    assert starts == sorted(starts)

@@ -31,43 +31,52 @@ class Refusal:
 
 def admit(ctx: ServerContext, protocol: Any, headers: Mapping[str, str],
           query: Mapping[str, str],
-          parse: Callable[[], T] | None = None) -> tuple[Slot, T | None] | Refusal:
-    """A taken slot (and what ``parse`` returned), or why not. The caller releases the slot."""
+          parse: Callable[[], T] | None = None,
+          probe: bool = False) -> tuple[Slot | None, T | None] | Refusal:
+    """A taken slot (and what ``parse`` returned), or why not. The caller releases the slot.
+    ``probe``: only say what the answer would be (no slot taken, nothing counted): the web
+    page asks, since a browser never sees a refused upgrade's status."""
     m = ctx.metrics
+
+    def _refuse(reason: str, refusal: Refusal) -> Refusal:
+        if not probe:
+            m.rejections.labels(reason).inc()
+        return refusal
+
     if not ctx.gate.authorised(headers, query, protocol.credentials):
-        return _refuse(ctx, "unauthorized", Refusal(
+        return _refuse("unauthorized", Refusal(
             401, "unauthorized", "a valid API key is required",
             {"WWW-Authenticate": protocol.auth_challenge}))
     if not ctx.gate.origin_allowed(headers):
-        return _refuse(ctx, "forbidden_origin",
+        return _refuse("forbidden_origin",
                        Refusal(403, "forbidden_origin", "this Origin may not connect"))
     parsed = None
     if parse is not None:
         try:
             parsed = parse()
         except ProtocolError as exc:
-            return bad_request(ctx, exc)
+            return _refuse("bad_request", _bad_request(exc))
     if ctx.draining:
-        return _refuse(ctx, "draining", Refusal(
+        return _refuse("draining", Refusal(
             503, "draining", "the server is shutting down; retry elsewhere",
             {"Retry-After": "1"}))
     if not ctx.ready:
-        return _refuse(ctx, "not_ready", Refusal(503, "not_ready",
+        return _refuse("not_ready", Refusal(503, "not_ready",
                                                  "the backend is not loaded yet"))
-    slot = Slot()
-    if not ctx.slots.try_take(slot):
-        return _refuse(ctx, "capacity", Refusal(
+    slot = None if probe else Slot()
+    if (ctx.slots.free <= 0) if probe else not ctx.slots.try_take(slot):
+        return _refuse("capacity", Refusal(
             protocol.capacity_status, "capacity",
             f"server is full ({ctx.slots.limit} sessions)", {"Retry-After": "1"}))
-    m.sessions_opened.labels(protocol.name).inc()
+    if not probe:
+        m.sessions_opened.labels(protocol.name).inc()
     return slot, parsed
 
 
 def bad_request(ctx: ServerContext, exc: ProtocolError) -> Refusal:
-    return _refuse(ctx, "bad_request",
-                   Refusal(400, exc.code.value, exc.message, param=exc.param))
+    ctx.metrics.rejections.labels("bad_request").inc()
+    return _bad_request(exc)
 
 
-def _refuse(ctx: ServerContext, reason: str, refusal: Refusal) -> Refusal:
-    ctx.metrics.rejections.labels(reason).inc()
-    return refusal
+def _bad_request(exc: ProtocolError) -> Refusal:
+    return Refusal(400, exc.code.value, exc.message, param=exc.param)

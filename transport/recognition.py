@@ -43,6 +43,9 @@ class RecognitionSetup:
             silence_ms=_segment_silence(o, s.vad_silence_ms) if o.endpointing else None,
             preroll_ms=s.vad_preroll_ms if o.preroll_ms is None else o.preroll_ms,
             max_segment_ms=o.max_segment_ms or s.max_segment_ms,
+            cut_window_ms=s.max_segment_cut_window_ms,
+            overlap_ms=s.max_segment_overlap_ms,
+            reach_back_ms=s.max_segment_reach_back_ms,
         )
         if o.vad_threshold is not None:
             threshold = o.vad_threshold

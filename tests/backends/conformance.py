@@ -11,6 +11,7 @@ import pytest
 
 from backends.base import ASRBackend, ASRStream, StreamOptions
 from backends.fixtures import Fixture, load_fixtures
+from backends.stable import normalise
 from config import REPO_ROOT
 from session.endpointer import EndpointConfig
 from session.events import Final, FinalReason, Partial, SpeechStarted, SpeechStopped
@@ -103,6 +104,26 @@ class BackendConformance:
         assert finals[0].reason is FinalReason.COMMIT
         assert finals[-1].reason is FinalReason.EOS
         self.check_transcript(" ".join(f.text for f in finals if f.text), clip.text)
+
+    def test_settled_words_begin_the_final(self, backend):
+        """A partial's settled words are a promise: the segment's final begins with them
+        (case and punctuation aside)."""
+        if not backend.capabilities.partials:
+            pytest.skip("backend gives no partials")
+        stream = backend.open_stream(self.options)
+        events = run_clip(stream, self.clip(self.multi_segment_clip).pcm())
+        stream.close()
+        finals = {e.segment_seq: [normalise(w) for w in e.text.split()]
+                  for e in events if isinstance(e, Final)}
+        settled = [(e.segment_seq, [normalise(w) for w in e.stable_text.split()])
+                   for e in events if isinstance(e, Partial)]
+        assert any(words for _, words in settled), "words settle before their final"
+        for seq, words in settled:
+            assert finals[seq][:len(words)] == words, (words, finals[seq])
+        # and settled text only grows within a segment
+        for (seq_a, a), (seq_b, b) in zip(settled, settled[1:], strict=False):
+            if seq_a == seq_b:
+                assert b[:len(a)] == a, (a, b)
 
     @pytest.mark.parametrize("clip_id", ["gen_pinknoise_8s", "kgs_silence"])
     def test_no_words_on_silence_or_noise(self, backend, clip_id):

@@ -8,6 +8,7 @@ import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -55,6 +56,7 @@ class Driver:
         self.woken = threading.Event()
         self.wakes = 0
         self.partials: list[str] = []
+        self.settled: list[str] = []  # each partial's settled text
         stream.set_wake(self._wake)
 
     def _wake(self) -> None:
@@ -65,6 +67,7 @@ class Driver:
         hyp = self.stream.partial()
         if hyp is not None:
             self.partials.append(hyp.text)
+            self.settled.append(hyp.text[: hyp.stable_chars])
 
     def feed(self, pcm: np.ndarray, frame_ms: int = 100, realtime: bool = False) -> None:
         step = 16 * frame_ms
@@ -97,6 +100,30 @@ def test_partials_grow_and_the_final_is_the_whole_segment(closing):
         assert final.text.startswith(text)
     assert [len(p) for p in d.partials] == sorted(len(p) for p in d.partials)
     assert not any(c.mismatch for c in engine.calls)
+
+
+class _RevisingEngine(FakeEngine):
+    """Finals hear the first word otherwise than the partials did."""
+
+    async def decode(self, request):
+        decoded = await super().decode(request)
+        if request.request_id.rsplit("-", 1)[-1].startswith("f"):
+            return replace(decoded, text=decoded.text.replace("s7w0", "sevenw0", 1))
+        return decoded
+
+
+def test_settled_words_are_kept_by_the_final_even_where_it_hears_otherwise(closing):
+    backend, _ = closing(_RevisingEngine())
+    stream = backend.open_stream(StreamOptions())
+    d = Driver(stream)
+    for _ in range(6):
+        d.feed(tone(7, 0.5))
+        d.settle()
+    settled = [s for s in d.settled if s]
+    assert settled and settled[-1].startswith("s7w0"), settled
+    final = stream.finalize()
+    assert final.text.startswith(settled[-1]) and "sevenw0" not in final.text
+    assert stream.revised == 1
 
 
 def test_one_decode_in_flight_and_new_audio_coalesces(closing):
