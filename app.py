@@ -20,6 +20,7 @@ from observability.logging import configure_logging
 from observability.metrics import Metrics
 from session.events import ErrorCode, FinalReason
 from transport import batch, deepgram_ws, http, kaldi_gst, native_ws, openai_ws, web_ui
+from transport.agent import start_agent, stop_agent
 from transport.auth import Gate
 from transport.capacity import SessionSlots
 from transport.connection import METRICS_STATE_KEY, REFUSAL_REASONS
@@ -73,6 +74,9 @@ def create_app(settings: Settings | None = None, backend: ASRBackend | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         async with AsyncExitStack() as stack:
+            if settings.agent_port:  # before the model loads: a taken port fails fast
+                agent_server = await start_agent(ctx, settings.host, settings.agent_port)
+                stack.push_async_callback(stop_agent, agent_server)
             log.info("backend.loading", backend=ctx.backend.name)
             stack.callback(ctx.backend.close)
             if ctx.postprocessor is not None:

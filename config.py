@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     backend: str = Field("whisper", description="ASR backend name from the registry.")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    agent_port: int = Field(
+        0, ge=0, le=65535, description="HAProxy agent-check port on the same host: free session "
+        "slots as a weight, drain, down (transport/agent.py, docs/scaling.md); 0 = off."
+    )
 
     # Queues and backpressure (docs/architecture.md, "Lossless ingest").
     in_queue_ms: int = Field(

@@ -1065,6 +1065,10 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(f"results: {out}")
+    if args.out:
+        from bench.plots import save_plots
+
+        save_plots(result, out)
     return 0
 
 

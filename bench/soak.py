@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1))
+    from bench.plots import save_plots
+
+    save_plots(report, args.out)
     return 0 if load.returncode == 0 else 1
 
 

@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1))
+        from bench.plots import save_plots
+
+        save_plots(report, args.out)
     return 0
 
 

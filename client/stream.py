@@ -1,4 +1,5 @@
-"""sttd's own streaming client: send an audio file over the native protocol, yield messages.
+"""sttd's own streaming client: send an audio file (or any chunks) over the native protocol,
+yield messages.
 
 Either the client decodes the file to 16 kHz mono PCM (PyAV) and streams that, or it sends
 the file's bytes as they are (``codec=auto``) and the server decodes them.
@@ -10,7 +11,7 @@ import asyncio
 import json
 import uuid
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -64,22 +65,41 @@ async def stream_pcm(
     params: dict[str, str | int] | None = None,
     step: int | None = None,
 ) -> AsyncIterator[dict]:
-    """Stream ``pcm`` (``speed`` 1 = real time, 0 = as fast as possible), then ``eos``; yield
-    every server message until the server closes. ``step`` bytes per message (default: one
-    ``frame_ms`` of 16 kHz s16) with ``frame_ms`` between messages."""
+    """Stream ``pcm`` (``speed`` 1 = real time, 0 = as fast as the server reads: its TCP
+    backpressure paces the sender, so nothing is lost), then ``eos``; yield every server
+    message until the server closes. ``step`` bytes per message (default: one ``frame_ms`` of
+    16 kHz s16) with ``frame_ms`` between messages."""
+    step = step or RATE * 2 * frame_ms // 1000
+
+    async def paced() -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        for n, i in enumerate(range(0, len(pcm), step)):
+            if speed:
+                await asyncio.sleep(max(0.0, t0 + n * frame_ms / 1000 / speed - loop.time()))
+            yield pcm[i : i + step]
+
+    async for msg in stream_audio(url, paced(), frame_ms=frame_ms, params=params):
+        yield msg
+
+
+async def stream_audio(
+    url: str,
+    chunks: AsyncIterable[bytes],
+    *,
+    frame_ms: int = 100,
+    params: dict[str, str | int] | None = None,
+) -> AsyncIterator[dict]:
+    """Send each chunk as it comes (a file paced by the caller, or a microphone), then
+    ``eos`` when ``chunks`` ends; yield every server message until the server closes."""
     query = {"call_id": uuid.uuid4().hex[:12], "sample_rate": RATE, "frame_ms": frame_ms,
              **(params or {})}
     sep = "&" if "?" in url else "?"
-    step = step or RATE * 2 * frame_ms // 1000
     async with connect(f"{url}{sep}{urlencode(query)}", max_size=None) as ws:
 
         async def send() -> None:
-            loop = asyncio.get_running_loop()
-            t0 = loop.time()
-            for n, i in enumerate(range(0, len(pcm), step)):
-                if speed:
-                    await asyncio.sleep(max(0.0, t0 + n * frame_ms / 1000 / speed - loop.time()))
-                await ws.send(pcm[i : i + step])
+            async for chunk in chunks:
+                await ws.send(chunk)  # waits while the server does not read (backpressure)
             await ws.send(json.dumps({"type": "eos"}))
 
         sender = asyncio.create_task(send())

@@ -53,10 +53,13 @@ UNCHANGED = TextStage()
 def clamp_stable(text: Text) -> Text:
     """``stable_chars`` within the text and at a word boundary."""
     n = min(max(text.stable_chars, 0), len(text.text))
-    inside_a_word = lambda i: not text.text[i].isspace() and not text.text[i - 1].isspace()  # noqa: E731
-    while n and n < len(text.text) and inside_a_word(n):
+    while n and n < len(text.text) and _inside_a_word(text.text, n):
         n -= 1
     return text if n == text.stable_chars else replace(text, stable_chars=n)
+
+
+def _inside_a_word(text: str, i: int) -> bool:
+    return not text[i].isspace() and not text[i - 1].isspace()
 
 
 def stage_for(options: RecognitionOptions) -> TextStage:

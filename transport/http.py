@@ -12,6 +12,7 @@ from backends.base import HealthChecked
 from transport.context import ServerContext
 
 _HEALTH_TIMEOUT = 5.0  # an engine that cannot answer a probe this fast is not serving
+_RETRY_FULL, _RETRY_UNAVAILABLE = 1, 5  # Retry-After of /ready's 503, in seconds
 
 
 def attach(app: FastAPI) -> None:
@@ -36,17 +37,22 @@ async def ready(request: Request) -> JSONResponse:
         "sessions": len(ctx.slots),
         "max_sessions": ctx.slots.limit,
     }
-    ok = ctx.ready and ctx.pool.alive > 0 and ctx.slots.free > 0 and not ctx.draining
+    serving = ctx.ready and ctx.pool.alive > 0 and not ctx.draining
     if ctx.draining:
         body["draining"] = True
     if ctx.ready and isinstance(ctx.backend, HealthChecked):
         problem = await _engine_problem(ctx.backend)
         body["engine"] = problem or "ok"
-        ok = ok and problem is None
+        serving = serving and problem is None
         # A dead engine flips stt_backend_ready (and its alert) at the next probe.
         ctx.metrics.backend_ready.labels(ctx.backend.name).set(problem is None)
+    ok = serving and ctx.slots.free > 0
     body["status"] = "ready" if ok else "draining" if ctx.draining else "unavailable"
-    return JSONResponse(body, status_code=200 if ok else 503)
+    if ok:
+        return JSONResponse(body)
+    # Only full: a slot frees within a session's length. Draining or broken takes longer.
+    retry = _RETRY_FULL if serving else _RETRY_UNAVAILABLE
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(retry)})
 
 
 async def _engine_problem(backend: HealthChecked) -> str | None:
