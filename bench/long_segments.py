@@ -234,13 +234,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     print(table(results))
     if args.out:
-        from bench.plots import save_plots
+        from bench.plots import write_report
 
-        report = {"rows": results, "per_clip": per_clip,
-                  "args": vars(args) | {"out": str(args.out)}}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1))
-        save_plots(report, args.out)
+        write_report({"rows": results, "per_clip": per_clip,
+                      "args": vars(args) | {"out": str(args.out)}}, args.out)
     return 0
 
 

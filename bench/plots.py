@@ -422,6 +422,15 @@ def draw(report: dict, base: Path) -> list[Path]:
             for suffix, fn in FIGURES[found]]
 
 
+def write_report(report: dict, json_path: Path, text: str | None = None) -> list[Path]:
+    """A bench script's result: its JSON at ``json_path`` (``text`` if already rendered) and
+    the plots next to it."""
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(text if text is not None else json.dumps(report, indent=1),
+                         encoding="utf-8")
+    return save_plots(report, json_path)
+
+
 def save_plots(report: dict, json_path: Path) -> list[Path]:
     """Called by the bench scripts after writing ``json_path``: the PNGs next to it. A missing
     matplotlib is reported on stderr and skipped, never failing the run that measured."""

@@ -85,12 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     report = {"url": args.url, "streams": args.streams, "minutes": args.minutes,
               "load_exit": load.returncode, "load_report": str(load_out),
               **summarise(samples, args.warmup_minutes * 60), "samples": samples}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
-    print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1))
-    from bench.plots import save_plots
+    from bench.plots import write_report
 
-    save_plots(report, args.out)
+    print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1))
+    write_report(report, args.out)
     return 0 if load.returncode == 0 else 1
 
 

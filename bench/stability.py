@@ -210,11 +210,9 @@ def main(argv: list[str] | None = None) -> int:
               "kaldi": run_kaldi(korean, args.audio_dir)}
     print(table(report))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1))
-        from bench.plots import save_plots
+        from bench.plots import write_report
 
-        save_plots(report, args.out)
+        write_report(report, args.out)
     return 0
 
 

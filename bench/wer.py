@@ -197,11 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-        from bench.plots import save_plots
+        from bench.plots import write_report
 
-        save_plots(report, args.out)
+        write_report(report, args.out, text)
     return 0
 
 
