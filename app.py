@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None, backend: ASRBackend | None = No
             stack.callback(ctx.pool.stop)
             ctx.pool.start()
             ctx.batcher = LoopBatcher(ctx.pool)
+            ctx.bulk_batcher = LoopBatcher(ctx.pool, bulk=True)
             ctx.ready = True
             metrics.build.info({"version": app_version(), "backend": ctx.backend.name,
                                 "model": ctx.backend.model})  # known once loaded (remote)

@@ -178,7 +178,8 @@ class Settings(BaseSettings):
     whisper_compute_type: str = "int8"
     whisper_beam_size: int = Field(1, ge=1, le=10, description="Beam size of final decodes.")
     whisper_cpu_threads: int = Field(
-        0, ge=0, description="CTranslate2 threads per decode; 0 = all cores."
+        0, ge=0, description="CTranslate2 threads per decode; 0 = the cores divided among "
+        "the inference threads (1 on a 2-core machine: measured fastest, docs/benchmarks.md)."
     )
     whisper_no_speech_threshold: float = 0.6
     whisper_log_prob_threshold: float = -1.0

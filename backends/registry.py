@@ -51,12 +51,13 @@ def _kaldi(settings: Settings) -> ASRBackend:
 
 
 def _whisper(settings: Settings) -> ASRBackend:
-    import os
+    from backends.whisper import WhisperBackend, WhisperOptions, bundled_model, usable_cores
 
-    from backends.whisper import WhisperBackend, WhisperOptions, bundled_model
-
-    # CTranslate2 releases the GIL; one decode may use every core when it runs alone.
-    threads = settings.whisper_cpu_threads or (os.cpu_count() or 1)
+    # One CTranslate2 thread per decode, and as many decodes at once as inference threads:
+    # tiny.en's matrices are too small to share between cores (one decode on two threads is
+    # slower than on one), and two decodes of two threads each on two cores fight for them.
+    threads = settings.whisper_cpu_threads or max(
+        1, usable_cores() // settings.inference_threads)
     return WhisperBackend(
         WhisperOptions(
             model=settings.whisper_model or bundled_model(),

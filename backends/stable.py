@@ -86,6 +86,15 @@ class Settler:
             return None
         return Hypothesis(" ".join(shown), stable_chars=len(" ".join(self.settled)))
 
+    def candidates(self, words: list[str]) -> int:
+        """How many of ``words`` would settle if ``update`` took them with no ``settleable``
+        limit: 0 means it is not worth working out which may (a word alignment)."""
+        if not self._agree or len(self._tails) + 1 < self._agree:
+            return 0
+        tail = words[rejoin(self.settled, words):]
+        agreed = min(shared_prefix(t, tail) for t in [*self._tails, tail][-self._agree:])
+        return min(agreed, max(0, len(tail) - self._hold_back))
+
     def commit(self, words: list[str]) -> None:
         """Settle words known to be final (a decoder's finished piece), ahead of agreement."""
         n = len(self.settled)

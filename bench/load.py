@@ -163,6 +163,7 @@ class Raw:
     server_ms: list[float] = field(default_factory=list)
     partial_lag_ms: list[float] = field(default_factory=list)
     first_partial_ms: list[float] = field(default_factory=list)
+    partial_gap_ms: list[float] = field(default_factory=list)
     connect_ms: list[float] = field(default_factory=list)
     send_lag_ms: array.array = field(default_factory=lambda: array.array("f"))  # actual −
     # scheduled send time, one per frame
@@ -172,7 +173,7 @@ class Raw:
 
     def merge(self, other: Raw) -> None:
         for name in ("final_ms", "server_ms", "partial_lag_ms", "first_partial_ms",
-                     "connect_ms", "send_lag_ms", "loop_lag_ms"):
+                     "partial_gap_ms", "connect_ms", "send_lag_ms", "loop_lag_ms"):
             getattr(self, name).extend(getattr(other, name))
         self.c.update(other.c)
         self.outcomes.update(other.outcomes)
@@ -190,6 +191,8 @@ class ClientConfig:
     drain_timeout: float
     query: str  # extra query string, already encoded, starting with '&' or empty
     prebuilt: bool = True  # write pre-masked WebSocket frames straight to the socket
+    urls: tuple[str, ...] = ()  # several servers: client i connects to urls[i % len(urls)]
+    # (default: url alone)
 
 
 def ws_binary_frame(payload: bytes, mask: bytes) -> bytes:
@@ -222,8 +225,9 @@ class Driver:
         self.frame_samples = cfg.frame_ms * SAMPLES_PER_MS
         self.period = cfg.frame_ms / 1000 / cfg.speed if cfg.speed > 0 else 0.0
         self.sil_ms = _ceil_to(cfg.vad_silence_ms, VAD_FRAME_MS)
-        sep = "&" if "?" in cfg.url else "?"
-        self.base = f"{cfg.url}{sep}sample_rate={RATE}&frame_ms={cfg.frame_ms}{cfg.query}"
+        self.bases = [f"{u}{'&' if '?' in u else '?'}sample_rate={RATE}"
+                      f"&frame_ms={cfg.frame_ms}{cfg.query}" for u in (cfg.urls or (cfg.url,))]
+        self.base = self.bases[0]
 
     async def run(self, spec: RungSpec, barrier: Callable[[int, int], Awaitable[Go]]) -> Raw:
         """Connect every client (staggered), pass the barrier, then stream.
@@ -251,7 +255,7 @@ class Driver:
         delay = spec.t_start + spec.stagger_s * i / max(1, spec.n_total) - now()
         if delay > 0:
             await asyncio.sleep(delay)
-        url = f"{self.base}&call_id=load-r{spec.rung}-c{i}"
+        url = f"{self.bases[i % len(self.bases)]}&call_id=load-r{spec.rung}-c{i}"
         t_conn = now()
         try:
             ws = await connect(url, max_queue=None, compression=None, ping_interval=None,
@@ -347,6 +351,10 @@ class Driver:
         clock = now
         prev_end = 0  # endpointer position where the pre-roll ring restarted filling
         anchors: dict[int, int | None] = {}  # segment_seq → detection ms (None: unknown)
+        # segment_seq → when the segment was detected or its last partial came, and whether
+        # one has come: the gaps between are the partial cadence a caller sees.
+        shown: dict[int, tuple[float, bool]] = {}
+        gaps = raw.partial_gap_ms
         try:
             async for msg in ws:
                 t = clock()
@@ -362,6 +370,9 @@ class Driver:
                         idx = last
                     plag.append((t - sent[idx]) * 1000)
                     seg = m["segment_seq"]
+                    if seg in shown:
+                        gaps.append((t - shown[seg][0]) * 1000)
+                    shown[seg] = (t, True)
                     if seg in anchors:
                         anchor = anchors.pop(seg)
                         if anchor is not None:
@@ -374,6 +385,9 @@ class Driver:
                     reason = m.get("reason")
                     end_ms = m["end_ms"]
                     anchors.pop(m["segment_seq"], None)
+                    began = shown.pop(m["segment_seq"], None)
+                    if began is not None and not began[1]:  # no partial: the final was first
+                        gaps.append((t - began[0]) * 1000)
                     if not m.get("text"):
                         c["finals_empty"] += 1
                     if reason == "endpoint":
@@ -394,6 +408,7 @@ class Driver:
                     c["speech_started"] += 1
                     start = m["start_ms"]
                     anchors[m["segment_seq"]] = start + ring if start > prev_end else None
+                    shown[m["segment_seq"]] = (t, False)
                 elif typ == "warning":
                     c["warnings"] += 1
                     c["dropped_ms"] += m.get("dropped_ms", 0)
@@ -614,7 +629,7 @@ def _fmt(v: Any, digits: int = 0) -> str:
 
 COLUMNS = [
     ("clients", 7), ("fps", 6), ("rt", 5), ("fin50", 6), ("fin95", 6), ("fin99", 6),
-    ("srv50", 5), ("srv95", 5), ("plag50", 6), ("plag95", 6), ("1stP50", 6),
+    ("srv50", 5), ("srv95", 5), ("plag50", 6), ("plag95", 6), ("gap95", 6), ("1stP50", 6),
     ("finals", 6), ("parts", 6), ("warn", 4), ("dropms", 6), ("err", 4), ("refus", 5),
     ("sCPU%", 6), ("sRSS", 6), ("MB/ses", 6), ("lgCPU%", 6), ("lag99", 5), ("SLO", 4),
 ]
@@ -632,7 +647,8 @@ def table_row(r: dict[str, Any]) -> str:
         r["clients"], _fmt(r["frames_per_s"]), _fmt(r["realtime_factor"], 2),
         _fmt(fin.get("p50"), 1), _fmt(fin.get("p95"), 1), _fmt(fin.get("p99"), 1),
         _fmt(srv.get("p50")), _fmt(srv.get("p95")), _fmt(pl.get("p50"), 1),
-        _fmt(pl.get("p95"), 1), _fmt(fp.get("p50")), r["counts"]["finals"],
+        _fmt(pl.get("p95"), 1), _fmt(r.get("partial_gap_ms", {}).get("p95")),
+        _fmt(fp.get("p50")), r["counts"]["finals"],
         r["counts"]["partials"], r["counts"]["warnings"], r["counts"]["dropped_ms"],
         r["errors"], r["refused"], _fmt(srvp.get("cpu_pct")), _fmt(srvp.get("rss_max_mb")),
         _fmt(r.get("rss_per_session_mb"), 2), _fmt(r["loadgen"].get("cpu_pct")),
@@ -655,6 +671,13 @@ def summarize(raw: Raw, n: int, args: argparse.Namespace, window: tuple[float, f
     reasons = []
     if fin.get("n") and fin["p95"] > args.slo_final_ms:
         reasons.append(f"p95 final {fin['p95']:.0f} ms > {args.slo_final_ms:g} ms")
+    lag, gap = dist(raw.partial_lag_ms), dist(raw.partial_gap_ms)
+    lag_slo = getattr(args, "slo_partial_lag_ms", 0)  # callers may build their own args
+    gap_slo = getattr(args, "slo_partial_gap_ms", 0)
+    if lag_slo and lag.get("n") and lag["p95"] > lag_slo:
+        reasons.append(f"p95 partial lag {lag['p95']:.0f} ms > {lag_slo:g} ms")
+    if gap_slo and gap.get("n") and gap["p95"] > gap_slo:
+        reasons.append(f"p95 partial gap {gap['p95']:.0f} ms > {gap_slo:g} ms")
     if c["warnings"]:
         reasons.append(f"{c['warnings']} drop warnings ({c['dropped_ms']} ms)")
     if errors:
@@ -678,7 +701,8 @@ def summarize(raw: Raw, n: int, args: argparse.Namespace, window: tuple[float, f
                             if fps is not None and n else None),
         "final_ms": fin,
         "server_latency_ms": dist(raw.server_ms),
-        "partial_lag_ms": dist(raw.partial_lag_ms),
+        "partial_lag_ms": lag,
+        "partial_gap_ms": gap,
         "first_partial_ms": dist(raw.first_partial_ms),
         "connect_ms": dist(raw.connect_ms),
         "counts": {k: c.get(k, 0) for k in counts_keys},
@@ -736,7 +760,10 @@ class Runner:
         procs += [psutil.Process(p.pid) for p, _ in self.workers]
         return ProcGroup(procs)
 
-    async def rung(self, idx: int, n: int, server: ProcGroup | None) -> dict[str, Any]:
+    async def rung(self, idx: int, n: int, server: ProcGroup | None,
+                   others: dict[str, ProcGroup] | None = None) -> dict[str, Any]:
+        """One rung of ``n`` clients. ``others``: more processes (e.g. a load balancer) whose
+        CPU and RSS over the same window go in the result's ``others[name]``."""
         args = self.args
         rss_idle = await asyncio.to_thread(median_rss, server)
         pl = self.playlist
@@ -746,6 +773,7 @@ class Runner:
         t_start = now() + 0.2
         srv = Sampler(server, args.sample_interval)
         lg = Sampler(self.loadgen_group(), args.sample_interval)
+        extra = {name: Sampler(g, args.sample_interval) for name, g in (others or {}).items()}
         info: dict[str, Any] = {}
 
         async def release(connected: int) -> Go:
@@ -757,10 +785,15 @@ class Runner:
             t_stream = now() + 0.2
             go = Go(t_stream, (t_stream + stagger + 0.2, t_stream + args.duration))
             info["go"] = go
+            if getattr(args, "upload", None):  # an upload beside the live streams
+                info["upload"] = asyncio.create_task(upload_file(args.url, args.upload,
+                                                                 t_stream))
             return go
 
         srv.start()
         lg.start()
+        for sampler in extra.values():
+            sampler.start()
         t0 = now()
         try:
             if not self.workers:
@@ -783,6 +816,8 @@ class Runner:
         finally:
             await srv.stop()
             await lg.stop()
+            for sampler in extra.values():
+                await sampler.stop()
         wall = now() - t0
         window = info["go"].window
         lg_win = lg.window(*window)
@@ -790,11 +825,38 @@ class Runner:
                         lg_win["cpu_pct"] if lg_win else None, wall)
         res["connect_phase_s"] = info["connect_phase_s"]
         res["server_rss_connected_mb"] = info["server_rss_connected_mb"]
+        if extra:
+            res["others"] = {name: sampler.window(*window) for name, sampler in extra.items()}
+        if "upload" in info:
+            res["upload"] = await info["upload"]
+            u = res["upload"]
+            print(f"  upload {args.upload.name}: HTTP {u['status']}, {u['audio_s']:.0f} s of "
+                  f"audio in {u['elapsed_s']:.1f} s, {u['finals']} finals", flush=True)
         if args.raw:
             res["raw"] = {"final_ms": raw.final_ms, "server_ms": raw.server_ms,
                           "partial_lag_ms": raw.partial_lag_ms,
                           "first_partial_ms": raw.first_partial_ms}
         return res
+
+
+async def upload_file(ws_url: str, path: Path, start: float) -> dict[str, Any]:
+    """POST ``path`` to the native batch endpoint of the server behind ``ws_url`` once
+    ``start`` comes; how long its transcript took."""
+    import httpx
+
+    url = ws_url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+    url = url.split("/v1/", 1)[0] + "/v1/stt/transcribe"
+    body = await asyncio.to_thread(path.read_bytes)
+    await asyncio.sleep(max(0.0, start - now()))
+    t0 = now()
+    async with httpx.AsyncClient(timeout=600) as client:
+        r = await client.post(url, content=body, headers={"content-type": "audio/wav"})
+    elapsed = now() - t0
+    segments = r.json().get("segments", []) if r.status_code == 200 else []
+    audio_s = (len(body) - 44) / 2 / RATE
+    return {"status": r.status_code, "elapsed_s": round(elapsed, 2),
+            "audio_s": round(audio_s, 1), "speed_x_realtime": round(audio_s / elapsed, 1),
+            "finals": len(segments)}
 
 
 async def run_ramp(args: argparse.Namespace, runner: Runner,
@@ -912,7 +974,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="Table columns: fps = frames/s sent in the full-concurrency window; rt = that "
                "as a fraction of real time; fin/srv = client/server final latency (ms, endpoint "
-               "finals); plag = partial delivery lag; 1stP = first-partial latency; sCPU%% = "
+               "finals); plag = partial delivery lag; gap95 = p95 wait for a segment's next "
+               "partial (from its detection, then between partials); 1stP = first-partial "
+               "latency; sCPU%% = "
                "server CPU (100 = one core); sRSS = server RSS MB (max in window); MB/ses = "
                "(sRSS - idle RSS before the rung)/clients; lgCPU%% = load generator CPU; "
                "lag99 = load generator event-loop lag p99 (ms).",
@@ -933,6 +997,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stagger", type=float, default=1.0, help="spread client starts over this")
     p.add_argument("--settle", type=float, default=3.0, help="pause between rungs (s)")
     p.add_argument("--slo-final-ms", type=float, default=100.0)
+    p.add_argument("--slo-partial-lag-ms", type=float, default=0.0,
+                   help="also fail a rung whose partial lag p95 is above this (0: not checked)")
+    p.add_argument("--slo-partial-gap-ms", type=float, default=0.0,
+                   help="also fail a rung whose p95 gap between a segment's detection and "
+                   "partials (the wait for text while speaking) is above this (0: not checked)")
+    p.add_argument("--upload", type=Path,
+                   help="also POST this WAV file to /v1/stt/transcribe while each rung "
+                   "streams (live-before-batch check); its time is in the rung's result")
+    p.add_argument("--calibrate", action="store_true",
+                   help="first time this machine's reference decode (bench.calibrate): "
+                   "printed and stored with the results, so capacity can be scaled")
     p.add_argument("--no-stop", action="store_true", help="run every rung even after a failure")
     p.add_argument("--vad-silence-ms", type=int, default=None,
                    help="sent as vad_silence_ms; unset = server default (assumed 500)")
@@ -1006,6 +1081,12 @@ def main(argv: list[str] | None = None) -> int:
     _raise_nofile()
     started = datetime.now()
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    calibration = None
+    if args.calibrate:  # before any load, and before worker processes fork
+        from bench.calibrate import calibrate, describe
+
+        calibration = calibrate()
+        print(describe(calibration), flush=True)
     runner = None
     playlist = None
     if not args.idle_sessions:
@@ -1051,6 +1132,7 @@ def main(argv: list[str] | None = None) -> int:
         "host": {"cpus": os.cpu_count(), "python": platform.python_version(),
                  "websockets": websockets.__version__, "loop": loop_name},
         "clips": playlist.clip_ids if playlist else [],
+        "calibration": calibration,
         **body,
     }
     if "rungs" in body:
@@ -1061,6 +1143,12 @@ def main(argv: list[str] | None = None) -> int:
             best = r["clients"]
         result["max_clients_within_slo"] = best
         print(f"max clients within SLO: {result['max_clients_within_slo']}")
+        if calibration:
+            per_unit = best * calibration["decode_1_thread_s"]
+            result["streams_x_calibration_s"] = round(per_unit, 2)
+            print(f"  × reference decode {calibration['decode_1_thread_s']:.2f} s = "
+                  f"{per_unit:.1f}: a CPU of {os.cpu_count()} cores whose reference decode "
+                  f"takes T s holds about {per_unit:.1f} / T streams")
     out = args.out or REPO_ROOT / "bench" / "results" / f"load-{started:%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")

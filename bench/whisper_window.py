@@ -42,18 +42,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.whisper_window", description=__doc__)
     p.add_argument("modes", nargs="+", help="padded, or TAIL:MIN seconds")
     p.add_argument("--audio-dir", type=Path, default=REPO_ROOT.parent / "shared" / "eval")
+    p.add_argument("--threads", type=int, default=2, help="CTranslate2 threads per decode")
     args = p.parse_args(argv)
 
     from faster_whisper import WhisperModel
 
-    model = WhisperModel(bundled_model(), compute_type="int8", cpu_threads=2)
+    model = WhisperModel(bundled_model(), compute_type="int8", cpu_threads=args.threads)
     guards = Guards(0.6, -1.0, 2.4)
     prompts = Prompts(model, "en", None)
     clips = [c for c in load_manifest(args.audio_dir)
              if c["kind"] in NATURAL - FORMAT_BOUND and c["language"] == "en"]
     cut = {c["id"]: segments(np.frombuffer(read_pcm16k(args.audio_dir / c["audio"]), "<i2")
                              .astype(np.float32) / 32768) for c in clips}
-    report = {"clips": len(clips), "segments": sum(len(v) for v in cut.values()), "modes": {}}
+    report = {"threads": args.threads, "clips": len(clips), "segments": sum(len(v) for v in cut.values()), "modes": {}}
     for mode in args.modes:
         pairs, cost = [], []
         for clip in clips:

@@ -238,6 +238,12 @@ class SessionJob:
             self._process(items)
         return self._settle(partial_due=self._partial_due())
 
+    @property
+    def partial_state(self) -> str:
+        if self._state is _State.PARKED:
+            return "parked"
+        return "busy" if self._state is _State.SCHEDULED else "idle"
+
     def run_partial(self) -> Next:
         """Compute the parked partial on the latest audio; stale entries are skipped."""
         with self._lock:

@@ -4,6 +4,12 @@ Threads block on one ready-queue (no polling). A session is queued when audio ar
 and it is not queued already, so a session is never run by two threads at once and an idle
 session costs nothing. The event loop hands jobs over in batches, one per loop iteration:
 waking a thread (and handing it the GIL) per audio frame would cost more than the work.
+
+Three queues, in this order: live work (audio, endpoints, finals of live sessions), parked
+partials, then bulk work (file uploads, which are read as fast as they are recognised and so
+always have work). Bulk work never holds every thread (one is always left for live finals),
+and a bulk batch that has waited ``bulk_max_wait`` goes first, so uploads slow down under
+live load but never stop.
 """
 
 from __future__ import annotations
@@ -32,6 +38,11 @@ class Job(Protocol):
     def time_out(self, seconds: float) -> None:
         """The watchdog gave up on a call that ran longer than ``seconds``."""
 
+    @property
+    def partial_state(self) -> str:
+        """"parked" (waiting for a partial), "busy" (queued or running: new audio came) or
+        "idle"."""
+
 
 _STOP = object()
 _current = threading.local()  # the batch an inference thread is running
@@ -41,12 +52,20 @@ class InferencePool:
     """Two queues: work (audio, endpoints, finals) always before partials, so finals keep
     their latency under load while the partial cadence stretches."""
 
-    def __init__(self, threads: int, name: str = "sttd-infer", job_timeout: float = 0.0) -> None:
+    def __init__(self, threads: int, name: str = "sttd-infer", job_timeout: float = 0.0,
+                 bulk_max_wait: float = 1.0) -> None:
         self._size = threads
         self._job_timeout = job_timeout  # 0: no watchdog
         self._name = name
         self._work: deque[list[Job]] = deque()
-        self._partials: deque[Job] = deque()
+        # Jobs waiting for a partial, oldest first. A parked job that new audio promotes to
+        # the work queue keeps its place and parks there again, so under load every stream
+        # gets its turn (round robin), not whichever parked last before a thread freed.
+        self._partials: dict[Job, None] = {}
+        self._bulk: deque[tuple[float, list[Job]]] = deque()  # (queued at, batch)
+        self._bulk_max_wait = bulk_max_wait
+        self._bulk_slots = max(1, threads - 1)
+        self._bulk_running = 0
         self._cv = threading.Condition(threading.Lock())
         self._stopping = False
         self._threads: list[threading.Thread] = []
@@ -65,7 +84,8 @@ class InferencePool:
     @property
     def depth(self) -> int:
         """Jobs waiting for a thread (work batches' jobs plus parked partials)."""
-        return sum(len(b) for b in list(self._work)) + len(self._partials)
+        return (sum(len(b) for b in list(self._work)) + len(self._partials)
+                + sum(len(b) for _, b in list(self._bulk)))
 
     @property
     def alive(self) -> int:
@@ -90,9 +110,12 @@ class InferencePool:
         """Thread-safe; prefer a ``LoopBatcher`` on the event loop."""
         self.submit_batch([job])
 
-    def submit_batch(self, jobs: list[Job]) -> None:
+    def submit_batch(self, jobs: list[Job], bulk: bool = False) -> None:
         with self._cv:
-            self._work.append(jobs)
+            if bulk:
+                self._bulk.append((time.monotonic(), jobs))
+            else:
+                self._work.append(jobs)
             self._cv.notify()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -107,15 +130,28 @@ class InferencePool:
         set_waiting_hook(self._hand_off_rest)
         while True:
             with self._cv:
-                while not (self._work or self._stopping or self._partial_ready()):
+                while not (self._work or self._stopping or self._partial_ready()
+                           or self._bulk_ready()):
                     self._cv.wait()
-                if self._stopping and not self._work:
+                if self._stopping and not (self._work or self._bulk):
                     return  # queued work (a session's close and its accounting) runs first
-                if self._work:
-                    batch, partial = self._work.popleft(), False
-                else:
-                    batch, partial = [self._partials.popleft()], True
+                partial = bulk = False
+                if self._bulk_ready() and (
+                        self._stopping or time.monotonic() - self._bulk[0][0]
+                        >= self._bulk_max_wait):
+                    batch, bulk = self._bulk.popleft()[1], True  # waited long enough
+                elif self._work:
+                    batch = self._work.popleft()
+                elif self._partial_ready():
+                    batch, partial = [self._take_partial()], True
                     self._partials_running += 1
+                elif self._bulk_ready():
+                    batch, bulk = self._bulk.popleft()[1], True
+                else:
+                    return  # stopping: the bulk work left runs on the threads holding its slots
+                if bulk:
+                    self._bulk_running += 1
+            _current.bulk = bulk
             again, parked = self._run_batch(batch, partial)
             me = threading.current_thread()
             if me in self._abandoned:  # the watchdog replaced this thread and its batch
@@ -123,23 +159,54 @@ class InferencePool:
                     self._abandoned.discard(me)
                     if partial:
                         self._partials_running -= 1
+                    if bulk:
+                        self._bulk_running -= 1
                     self._threads.remove(me)
                 return
-            if not (partial or again or parked):
+            if not (partial or bulk or again or parked):
                 continue
             with self._cv:
                 if partial:
                     self._partials_running -= 1
-                if again:  # back of the line: a backlog does not starve other sessions
+                if bulk:
+                    self._bulk_running -= 1
+                if again and bulk:  # back of the line: a backlog does not starve others
+                    self._bulk.append((time.monotonic(), again))
+                elif again:
                     self._work.append(again)
-                self._partials.extend(parked)
+                for job in parked:
+                    self._partials.setdefault(job, None)  # a returning job keeps its place
                 # Wake only as many threads as there is new work for (this one loops anyway).
-                wake = bool(again) + len(parked) + partial - 1
+                wake = bool(again) + len(parked) + partial + bulk - 1
                 if wake > 0:
                     self._cv.notify(wake)
 
     def _partial_ready(self) -> bool:
-        return bool(self._partials) and self._partials_running < self._partial_slots
+        return self._partials_running < self._partial_slots and self._first_parked() is not None
+
+    def _first_parked(self) -> Job | None:
+        """The job that has waited longest for a partial; forgets jobs that no longer wait
+        (under the lock)."""
+        gone = []
+        found = None
+        for job in self._partials:
+            state = getattr(job, "partial_state", "parked")
+            if state == "parked":
+                found = job
+                break
+            if state == "idle":
+                gone.append(job)
+        for job in gone:
+            del self._partials[job]
+        return found
+
+    def _take_partial(self) -> Job:
+        job = self._first_parked()
+        del self._partials[job]
+        return job
+
+    def _bulk_ready(self) -> bool:
+        return bool(self._bulk) and self._bulk_running < self._bulk_slots
 
     def _run_batch(self, batch: list[Job], partial: bool) -> tuple[list[Job], list[Job]]:
         again: list[Job] = []
@@ -176,12 +243,17 @@ class InferencePool:
             if not rest:
                 return
             del batch[index + 1 :]
-            self._work.appendleft(rest)  # they were queued before anything behind them
+            # They were queued before anything behind them.
+            if getattr(_current, "bulk", False):
+                self._bulk.appendleft((time.monotonic(), rest))
+            else:
+                self._work.appendleft(rest)
             self._cv.notify()
 
     def _take_partial_slot_if_idle(self) -> bool:
         with self._cv:
-            if self._work or self._partials or self._partials_running >= self._partial_slots:
+            if (self._work or self._partials_running >= self._partial_slots
+                    or self._first_parked() is not None):
                 return False
             self._partials_running += 1
             return True
@@ -231,10 +303,12 @@ class InferencePool:
 
 
 class LoopBatcher:
-    """Collects jobs made ready during one event-loop iteration and submits them together."""
+    """Collects jobs made ready during one event-loop iteration and submits them together
+    (``bulk``: to the pool's bulk queue, for file uploads)."""
 
-    def __init__(self, pool: InferencePool) -> None:
+    def __init__(self, pool: InferencePool, bulk: bool = False) -> None:
         self._pool = pool
+        self._bulk = bulk
         self._pending: list[Job] = []
 
     def schedule(self, job: Job) -> None:
@@ -244,4 +318,4 @@ class LoopBatcher:
 
     def _flush(self) -> None:
         jobs, self._pending = self._pending, []
-        self._pool.submit_batch(jobs)
+        self._pool.submit_batch(jobs, bulk=self._bulk)

@@ -28,6 +28,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from bench.balancer import haproxy_env
 from config import REPO_ROOT
 from tests.backends.conformance import FIXTURES
 from tests.client import Transcript, stream
@@ -93,11 +94,7 @@ class Balancer:
     def __init__(self, workdir: Path, replicas: list[Replica]) -> None:
         self.port = free_port()
         self.socket = workdir / "haproxy.sock"
-        env = {"PATH": "/usr/sbin:/usr/bin:/bin", "STTD_LISTEN": f"127.0.0.1:{self.port}",
-               "STTD_STATS_SOCKET": str(self.socket)}
-        for i, replica in enumerate(replicas, 1):
-            env[f"STTD_R{i}"] = f"127.0.0.1:{replica.port}"
-            env[f"STTD_R{i}_AGENT"] = str(replica.agent_port)
+        env = haproxy_env(self.port, self.socket, [(r.port, r.agent_port) for r in replicas])
         self.log = (workdir / "haproxy.log").open("w+")
         self.proc = subprocess.Popen([HAPROXY, "-f", str(CONFIG), "-db"], env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT)

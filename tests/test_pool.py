@@ -111,3 +111,94 @@ def test_a_job_about_to_wait_hands_the_rest_of_its_batch_to_other_threads():
         before_waiting()  # off the pool's threads: nothing to do
     finally:
         pool.stop()
+
+
+def test_live_work_goes_before_bulk_work_and_bulk_never_holds_every_thread():
+    log = []
+    pool = InferencePool(threads=2, bulk_max_wait=60.0)
+    gate = threading.Event()
+    started = threading.Event()
+
+    def hold():
+        started.set()
+        gate.wait()
+        log.append(("work", "bulk-long"))
+        return Next.IDLE
+
+    long_upload = FakeJob("bulk-long", log)
+    long_upload.run = hold
+    pool.start()
+    try:
+        pool.submit_batch([long_upload], bulk=True)
+        started.wait(5)
+        # The other bulk job must wait: one thread is always left for live work.
+        pool.submit_batch([FakeJob("bulk-2", log)], bulk=True)
+        time.sleep(0.1)
+        assert log == []
+        pool.submit(FakeJob("live", log))
+        wait_until(lambda: ("work", "live") in log)
+        assert ("work", "bulk-2") not in log
+        gate.set()
+        wait_until(lambda: ("work", "bulk-2") in log)
+    finally:
+        gate.set()
+        pool.stop()
+
+
+def test_bulk_work_that_waited_long_enough_goes_before_live_work():
+    log = []
+    pool = InferencePool(threads=1, bulk_max_wait=0.05)
+    gate = threading.Event()
+    blocker = FakeJob("blocker", log)
+    blocker.run = lambda: (gate.wait(), log.append(("work", "blocker")), Next.IDLE)[-1]
+    pool.start()
+    try:
+        pool.submit(blocker)
+        pool.submit_batch([FakeJob("upload", log)], bulk=True)
+        time.sleep(0.1)  # the upload has now waited past bulk_max_wait
+        pool.submit(FakeJob("live", log))
+        gate.set()
+        wait_until(lambda: len(log) == 3)
+        assert [name for _, name in log] == ["blocker", "upload", "live"]
+    finally:
+        gate.set()
+        pool.stop()
+
+
+def test_a_live_backlog_does_not_stop_an_upload():
+    """Live work that always comes back (AGAIN) cannot starve bulk work forever."""
+    log = []
+    pool = InferencePool(threads=1, bulk_max_wait=0.02)
+    busy = FakeJob("live", log, [Next.AGAIN] * 10_000)
+    pool.start()
+    try:
+        pool.submit(busy)
+        pool.submit_batch([FakeJob("upload", log)], bulk=True)
+        wait_until(lambda: ("work", "upload") in log)
+    finally:
+        busy.script.clear()
+        pool.stop()
+
+
+def test_a_parked_job_that_is_busy_keeps_its_place_and_one_gone_idle_is_forgotten():
+    log = []
+    pool = InferencePool(threads=2)  # one partial slot
+    slow = FakeJob("slow", log, [Next.PARTIAL], partial_cost=0.3)
+    a, b, gone = (FakeJob(n, log, [Next.PARTIAL]) for n in ("a", "b", "gone"))
+    a.partial_state = "busy"  # new audio promoted it: its work runs first, then it parks
+    gone.partial_state = "idle"  # its segment ended: no partial wanted any more
+    pool.start()
+    try:
+        pool.submit(slow)  # its partial holds the partial slot
+        wait_until(lambda: slow.running)
+        pool.submit_batch([a, gone, b])
+        wait_until(lambda: ("partial", "b") in log)
+        assert ("partial", "a") not in log and ("partial", "gone") not in log
+        a.partial_state = "parked"
+        pool.submit(FakeJob("c", log))  # any work wakes the pool
+        wait_until(lambda: ("partial", "a") in log)
+        assert [e for e in log if e[0] == "partial"] == [
+            ("partial", "slow"), ("partial", "b"), ("partial", "a")]
+        wait_until(lambda: pool.depth == 0)
+    finally:
+        pool.stop()

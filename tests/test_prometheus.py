@@ -43,16 +43,26 @@ RATE_PANELS_NONZERO = {  # panels that must move while streams run
 
 
 class Prometheus:
-    def __init__(self, workdir: Path, target_port: int) -> None:
+    """Prometheus scraping ``target_port`` (job ``sttd``), or each ``(port, labels)`` of
+    ``targets``: the labels go on the target, and ``relabel_configs`` (YAML flow text) run on
+    them, as Kubernetes service discovery's ``__meta_kubernetes_*`` labels are relabelled."""
+
+    def __init__(self, workdir: Path, target_port: int | None = None, *,
+                 targets: list[tuple[int, dict[str, str]]] | None = None,
+                 relabel_configs: str = "[]") -> None:
         self.port = free_port()
+        targets = targets if targets is not None else [(target_port, {})]
         rules = (DEPLOY / "prometheus" / "alerts.yml").read_text()
         (workdir / "alerts.yml").write_text(re.sub(r"for: \S+", "for: 0s", rules))
+        statics = ", ".join(f"{{targets: ['127.0.0.1:{port}'], labels: {json.dumps(labels)}}}"
+                            for port, labels in targets)
         (workdir / "prometheus.yml").write_text(
             "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
             "rule_files: [alerts.yml]\n"
             "scrape_configs:\n"
             "  - job_name: sttd\n"
-            f"    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n"
+            f"    static_configs: [{statics}]\n"
+            f"    relabel_configs: {relabel_configs}\n"
         )
         self.proc = subprocess.Popen(
             [PROMETHEUS, f"--config.file={workdir / 'prometheus.yml'}",
@@ -70,7 +80,8 @@ class Prometheus:
                     raise RuntimeError("prometheus did not start") from None
                 time.sleep(0.2)
         # Counters must be seen before the load starts, or their first increase is invisible.
-        while not [r for r in self.query('up{job="sttd"}') if r["value"][1] == "1"]:
+        while len([r for r in self.query('up{job="sttd"}') if r["value"][1] == "1"]) < len(
+                targets):
             if time.monotonic() > deadline:
                 raise RuntimeError("prometheus never scraped sttd")
             time.sleep(0.2)

@@ -327,7 +327,7 @@ class BatchRun:
     def __init__(self, ctx: ServerContext, recognizer) -> None:
         self._ctx = ctx
         self.job = SessionJob(
-            recognizer, schedule=ctx.batcher.schedule, metrics=ctx.metrics,
+            recognizer, schedule=ctx.bulk_batcher.schedule, metrics=ctx.metrics,
             sample_rate=TARGET_RATE, in_queue_ms=ctx.settings.in_queue_ms,
             out_queue_size=1 << 30,  # finals only: never shed
         )

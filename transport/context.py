@@ -21,7 +21,8 @@ class ServerContext:
     metrics: Metrics
     slots: SessionSlots
     gate: Gate
-    batcher: LoopBatcher | None = None  # created on the server's event loop
+    batcher: LoopBatcher | None = None  # live sessions; created on the server's event loop
+    bulk_batcher: LoopBatcher | None = None  # file uploads: the pool's bounded bulk share
     postprocessor: Any = None  # transport.postprocess.PostProcessor when configured
     ready: bool = field(default=False)
     draining: bool = field(default=False)  # SIGTERM seen: finishing sessions, admitting none

@@ -107,3 +107,24 @@ def test_settled_words_only_grow_and_every_final_begins_with_them(decodes, final
     said = kept.hypothesis.text.split()
     assert [normalise(w) for w in said[: len(settler.settled)]] == [
         normalise(w) for w in settler.settled]
+
+
+@given(st.lists(st.lists(st.sampled_from("a b c d e".split()), max_size=6), min_size=1,
+                max_size=6), st.integers(1, 3), st.integers(0, 2))
+def test_candidates_says_how_many_words_the_next_update_settles(decodes, agree, hold_back):
+    """A caller skips the word alignment when ``candidates`` is 0: then ``update`` must settle
+    nothing, and otherwise exactly that many words (with no ``settleable`` limit)."""
+    settler = Settler(agree=agree, hold_back=hold_back)
+    for words in decodes:
+        before = len(settler.settled)
+        expected = settler.candidates(words)
+        settler.update(words)
+        assert len(settler.settled) - before == expected
+
+
+def test_candidates_before_enough_decodes_agree():
+    settler = Settler(agree=2)
+    assert settler.candidates(["hello", "world"]) == 0  # the first decode settles nothing
+    settler.update(["hello", "world"])
+    assert settler.candidates(["hello", "there"]) == 1
+    assert settler.candidates(["goodbye"]) == 0
