@@ -83,7 +83,7 @@ def _num(v: Any) -> str:
 
 
 def _when(report: dict) -> str:
-    return str(report.get("started_at", ""))[:10]
+    return str(report.get("started_at") or report.get("when") or "")[:10]
 
 
 def _streams_axis(ax, xs: list[int]) -> None:
@@ -96,9 +96,9 @@ def _streams_axis(ax, xs: list[int]) -> None:
     ax.set_xlabel("concurrent streams")
 
 
-def _maybe_log(ax, values: list[float]) -> None:
+def _maybe_log(ax, values: list[float], ratio: float = 30) -> None:
     pos = [v for v in values if v and v > 0]
-    if pos and max(pos) / min(pos) > 30:
+    if pos and max(pos) / min(pos) > ratio:
         from matplotlib.ticker import FuncFormatter, LogLocator
 
         ax.set_yscale("log")
@@ -398,9 +398,48 @@ def soak(report: dict, path: Path) -> Path:
     return _save(fig, path, "the load generator shares the server's cores")
 
 
+# -- bench.whisperlive -----------------------------------------------------------------------
+
+def peers(report: dict, path: Path) -> Path:
+    """sttd against WhisperLive: final after end of speech p95, partial lag p95 and WER vs
+    streams, one colour per server, the SLOs as lines."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
+    rows = report.get("rows") or []
+    names = list(dict.fromkeys(r["server"] for r in rows))
+    slo = report.get("slo") or {}
+    panels = (("final_p95_ms", "Final after end of speech, p95 (ms)", slo.get("final_p95_ms")),
+              ("partial_lag_p95_ms", "Partial lag, p95 (ms)", slo.get("partial_lag_p95_ms")),
+              ("wer", "WER, English clips (%)", None))
+    for ax, (key, title, line) in zip(axes, panels, strict=True):
+        vals = []
+        for i, name in enumerate(names):
+            pts = [(r["streams"], r[key]) for r in rows
+                   if r["server"] == name and r.get(key) is not None]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                vals += ys
+                ax.plot(xs, ys, "-", marker="o", color=COLORS[i % len(COLORS)], label=name)
+        if line:
+            ax.axhline(line, color="#777777", linestyle=":", linewidth=1.4,
+                       label=f"SLO ≤ {line:g} ms")
+            vals.append(line)
+        _streams_axis(ax, [r["streams"] for r in rows])
+        _maybe_log(ax, vals, ratio=10)
+        ax.set_title(title)
+        ax.legend(loc="best")
+    cal = (report.get("calibration") or {}).get("decode_1_thread_s")
+    fig.suptitle(f"bench.whisperlive: same client, model and audio ({_when(report)}; "
+                 f"calibration {cal} s)", fontsize=10)
+    return _save(fig, path, "2-core box; the load generator and both servers share the "
+                 "cores (one server loaded at a time)")
+
+
 # -- dispatch --------------------------------------------------------------------------------
 
 def kind(report: dict) -> str | None:
+    if report.get("tool") == "bench.whisperlive":
+        return "peers"
     if report.get("tool") == "bench.load":
         return "load" if report.get("rungs") else None  # --idle-sessions: nothing to draw
     if "streamed_wer_by_kind" in report:
@@ -421,6 +460,7 @@ FIGURES: dict[str, list[tuple[str, Callable[[Any, Path], Path]]]] = {
     "stability": [("", stability)],
     "long_segments": [("", long_segments)],
     "soak": [("", soak)],
+    "peers": [("", peers)],
 }
 
 

@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
              if c["kind"] in NATURAL - FORMAT_BOUND and c["language"] == "en"]
     cut = {c["id"]: segments(np.frombuffer(read_pcm16k(args.audio_dir / c["audio"]), "<i2")
                              .astype(np.float32) / 32768) for c in clips}
-    report = {"threads": args.threads, "clips": len(clips), "segments": sum(len(v) for v in cut.values()), "modes": {}}
+    report = {"threads": args.threads, "clips": len(clips),
+              "segments": sum(len(v) for v in cut.values()), "modes": {}}
     for mode in args.modes:
         pairs, cost = [], []
         for clip in clips:

@@ -71,6 +71,14 @@ SOAK = {"url": "ws://127.0.0.1:8011/v1/stt/ws", "streams": 64, "minutes": 2.0,
         "warmup_s": 30.0, "samples": [{"t_s": 10.0 * i, "rss_mb": 150 + i % 3, "fds": 80,
                                        "threads": 12, "cpu_s": 4.0 * i} for i in range(13)]}
 
+PEERS = {"tool": "bench.whisperlive", "when": "2026-12-03 08:00 UTC",
+         "calibration": {"decode_1_thread_s": 0.43},
+         "slo": {"final_p95_ms": 800.0, "partial_lag_p95_ms": 1000.0},
+         "rows": [{"streams": n, "server": name, "final_p95_ms": f * n, "wer": w,
+                   "partial_lag_p95_ms": None if n == 8 and name != "sttd" else 100.0 * f * n}
+                  for n in (1, 2, 4, 8) for name, f, w in (("sttd", 300, 5.4),
+                                                            ("WhisperLive", 3000, 5.6))]}
+
 
 def assert_drawn(path: Path) -> None:
     """A PNG that exists, is small, and is not one flat colour."""
@@ -90,7 +98,8 @@ def assert_drawn(path: Path) -> None:
     (STABILITY, ["run.png"]),
     (LONG_SEGMENTS, ["run.png"]),
     (SOAK, ["run.png"]),
-], ids=["load", "wer", "stability", "long_segments", "soak"])
+    (PEERS, ["run.png"]),
+], ids=["load", "wer", "stability", "long_segments", "soak", "peers"])
 def test_save_plots_writes_pngs_next_to_the_json(tmp_path, report, names):
     out = tmp_path / "run.json"
     out.write_text(json.dumps(report))
