@@ -119,6 +119,18 @@ class NotifyingStream(Protocol):
 
 
 @runtime_checkable
+class PreparingStream(Protocol):
+    """An ``ASRStream`` whose final can be decoded ahead, in the pause before the endpoint:
+    ``prepare_final()`` decodes the segment's audio so far and keeps the result, which the
+    next ``finalize()`` returns at once (audio accepted since is silence, by the caller's
+    word, and is left out). ``forget_prepared()``: speech went on, the result is stale."""
+
+    def prepare_final(self) -> None: ...
+
+    def forget_prepared(self) -> None: ...
+
+
+@runtime_checkable
 class HealthChecked(Protocol):
     """A backend with a live engine to probe (``/ready`` asks it); raises when unhealthy."""
 

@@ -184,6 +184,7 @@ class WhisperStream:
         self._next_partial_at = 0  # segment samples before which a partial is not worth it
         self._gate = backend._gate is not None and options.vad != "silero"  # else: done already
         self.revised = 0  # settled words a final decode contradicted (kept all the same)
+        self._prepared: Hypothesis | None = None  # the final, decoded in the pause before it
         self._closed = False
 
     def _new_settler(self) -> Settler:
@@ -195,6 +196,8 @@ class WhisperStream:
         self._samples += pcm.size
 
     def partial(self) -> Hypothesis | None:
+        if self._prepared is not None:
+            return None  # the segment is over but for the endpoint
         if self._samples < max(_MIN_PARTIAL_SAMPLES, self._next_partial_at):
             return None
         if self._backend._finals_running >= self._backend._decode_slots:
@@ -251,24 +254,35 @@ class WhisperStream:
             self._window_start += window.size - _PARTIAL_WINDOW
 
 
+    def prepare_final(self) -> None:
+        self._prepared = self._decode_segment(self._audio())
+
+    def forget_prepared(self) -> None:
+        self._prepared = None
+
     def finalize(self) -> Hypothesis:
-        audio = self._audio()
+        prepared, self._prepared = self._prepared, None
+        hyp = prepared if prepared is not None else self._decode_segment(self._audio())
         settled = self._settler.settled
         self._chunks, self._samples = [], 0
         self._settler = self._new_settler()
         self._committed, self._window_start, self._next_partial_at = [], 0, 0
+        kept = keep_promise(hyp, settled)
+        self.revised += kept.revised
+        return kept.hypothesis
+
+    def _decode_segment(self, audio: np.ndarray) -> Hypothesis:
+        """The final decode, counted as one: partials yield the cores to it."""
         if audio.size < _RATE // 10:
-            return keep_promise(EMPTY, settled).hypothesis
+            return EMPTY
         backend = self._backend
         with backend._lock:
             backend._finals_running += 1
         try:
-            kept = keep_promise(self._decode_final(audio), settled)
+            return self._decode_final(audio)
         finally:
             with backend._lock:
                 backend._finals_running -= 1
-        self.revised += kept.revised
-        return kept.hypothesis
 
     def close(self) -> None:
         if not self._closed:

@@ -88,6 +88,11 @@ class InferencePool:
                 + sum(len(b) for _, b in list(self._bulk)))
 
     @property
+    def work_waiting(self) -> bool:
+        """Live work (audio, endpoints) queued for a thread: no time for guesses."""
+        return bool(self._work)
+
+    @property
     def alive(self) -> int:
         return sum(t.is_alive() and t not in self._abandoned for t in self._threads)
 

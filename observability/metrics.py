@@ -116,6 +116,11 @@ class Metrics:
             buckets=INFERENCE_BUCKETS, registry=r,
         )
 
+        self.early_finals = Counter(
+            "stt_early_finals_total", "Finals decoded ahead in a pause: used at the endpoint, "
+            "or wasted when speech resumed.", ["backend", "outcome"], registry=r,
+        )
+
         # GPU engines (Qwen3-ASR): the decode itself, apart from the inference-thread call.
         self.engine_decode_time = Histogram(
             "stt_engine_decode_seconds",

@@ -146,6 +146,21 @@ class Endpointer:
     def segment_start(self) -> int:
         return self._segment_start
 
+    @property
+    def silence_frames(self) -> int:
+        """Unvoiced frames since the open segment's last voiced one."""
+        return self._silence_run
+
+    @property
+    def last_voiced_end(self) -> int:
+        """End of the open segment's last voiced frame (its end, should the pause go on)."""
+        return self._last_voiced_end
+
+    @property
+    def holding(self) -> bool:
+        """Some of the open segment's audio is held back (the cut window), not passed on."""
+        return self._held > 0
+
     def process(self, frame: np.ndarray, is_speech: bool) -> list[Action]:
         self._before_cut = None
         start = self._position

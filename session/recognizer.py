@@ -15,7 +15,14 @@ from typing import Protocol
 
 import numpy as np
 
-from backends.base import ASRStream, BackendError, Hypothesis, NotifyingStream, Word
+from backends.base import (
+    ASRStream,
+    BackendError,
+    Hypothesis,
+    NotifyingStream,
+    PreparingStream,
+    Word,
+)
 from session.endpointer import EndpointConfig, Endpointer, SpeechAudio, SpeechEnd, SpeechStart
 from session.events import Event, Final, FinalReason, Partial, SpeechStarted, SpeechStopped
 from session.options import RecognitionOptions
@@ -43,6 +50,9 @@ class RecognizerConfig:
     vad_threshold: int = 300
     partial_ms: int = 500
     partials: bool = True
+    # Silence into a pause at which the final is decoded ahead (a backend that can), so it
+    # is ready when the endpoint comes; None or not shorter than the endpoint's: never.
+    early_final_ms: int | None = None
 
 
 class Setup(Protocol):
@@ -64,6 +74,7 @@ class SegmentRecognizer:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_inference: InferenceObserver | None = None,
+        on_early_final: Callable[[bool], None] | None = None,
         vad: VoiceDetector | None = None,
         setup: Setup | None = None,
         options: RecognitionOptions | None = None,
@@ -82,6 +93,14 @@ class SegmentRecognizer:
         self._wake: Callable[[], None] | None = None
         # Checked once: a runtime Protocol check costs ~20 µs, too much per partial check.
         self._notifying = isinstance(stream, NotifyingStream)
+        self._preparing = isinstance(stream, PreparingStream)
+        # The last voiced sample when the final was decoded ahead: it stands while no voiced
+        # frame comes after. None: none prepared.
+        self._prepared_at: int | None = None
+        self._on_early_final = on_early_final or (lambda used: None)
+        # Whether a final may be decoded ahead now: the server says no while live work waits
+        # for a thread (a guess must not delay what is due), and for uploads (nobody waits).
+        self.may_prepare: Callable[[], bool] = lambda: True
         self._cfg = config
         self._clock = clock
         self._on_inference = on_inference or (lambda kind, seconds: None)
@@ -90,7 +109,7 @@ class SegmentRecognizer:
         self._turns = TurnDetector(TurnConfig.of(self.options))
         self._frame = config.endpoint.frame_samples
         self._rate = config.endpoint.sample_rate
-        self._partial_samples = self._rate * config.partial_ms // 1000
+        self._set_cadence(config)
         self._remainder = np.zeros(0, dtype=np.int16)
         self.processed_samples = 0
         self.samples_since_commit = 0
@@ -134,6 +153,7 @@ class SegmentRecognizer:
         turn = self._turns.advance(self._ms(self._endpointer.position), self.in_speech)
         if turn is not None:
             events.append(turn)
+        self._prepare_final()
         return events
 
     def on_backend_result(self, wake: Callable[[], None]) -> None:
@@ -149,6 +169,7 @@ class SegmentRecognizer:
         return (
             self._cfg.partials
             and self.in_speech
+            and self._prepared_at is None  # the pause is long enough: the final is decoded
             and (
                 self._segment_samples - self._samples_at_last_partial >= self._partial_samples
                 or (self._notifying and self._stream.result_ready)
@@ -201,7 +222,7 @@ class SegmentRecognizer:
         self._turns.config = TurnConfig.of(options)
         if not self._fixed_text_stage:
             self._text = stage_for(options)
-        self._partial_samples = self._rate * self._cfg.partial_ms // 1000
+        self._set_cadence(self._cfg)
         if (old.vad, old.vad_threshold, old.vad_level) != (
                 options.vad, options.vad_threshold, options.vad_level):
             self._vad = self._setup.voice_detector(options) or EnergyVAD(self._cfg.vad_threshold)
@@ -216,6 +237,7 @@ class SegmentRecognizer:
         self.samples_since_commit = 0
         self._turns.clear()
         self._seam = None
+        self._drop_prepared()
         if self._endpointer.clear() and self._setup is not None:
             self._pending = self._pending or self.options
         if self._pending is not None:
@@ -230,8 +252,10 @@ class SegmentRecognizer:
     def _reopen(self) -> None:
         options, self._pending = self._pending, None
         self._report_accept_time()
+        self._drop_prepared()
         old, self._stream = self._stream, self._setup.open_stream(options)
         self._notifying = isinstance(self._stream, NotifyingStream)
+        self._preparing = isinstance(self._stream, PreparingStream)
         if self._notifying and self._wake is not None:
             self._stream.set_wake(self._wake)
         old.close()
@@ -270,6 +294,47 @@ class SegmentRecognizer:
                 if earlier:  # in place of the replay the endpointer opened (if it did)
                     queue = deque(earlier)
 
+    def _set_cadence(self, config: RecognizerConfig) -> None:
+        self._partial_samples = self._rate * config.partial_ms // 1000
+        early, end = config.early_final_ms, config.endpoint.silence_ms
+        self._early_frames = (config.endpoint.frames(early)
+                              if early and end is not None and early < end else None)
+
+    def _prepare_final(self) -> None:
+        """Once per batch: decode the final ahead when the pause has gone on long enough,
+        or drop the one decoded when speech came back since. A batch that reaches the
+        endpoint itself decoded the final as usual; one that ends in speech prepares nothing."""
+        ep = self._endpointer
+        if self._prepared_at is not None and (
+                not ep.in_speech or ep.last_voiced_end != self._prepared_at):
+            self._drop_prepared()
+        if (self._early_frames is None or not self._preparing or self._prepared_at is not None
+                or not ep.in_speech or ep.holding or ep.silence_frames < self._early_frames
+                or not self.may_prepare()):
+            return
+        try:
+            self._timed("early_final", self._stream.prepare_final)
+        except BackendError:
+            return  # the final decodes at the endpoint, and reports its error there
+        self._prepared_at = ep.last_voiced_end
+
+    def _drop_prepared(self) -> None:
+        if self._prepared_at is not None:
+            self._prepared_at = None
+            self._stream.forget_prepared()
+            self._on_early_final(False)
+
+    def _take_prepared(self, end: SpeechEnd) -> None:
+        """At the segment's end: keep the final decoded ahead only for an endpoint with no
+        speech since it (a commit or a cut decodes what it was given)."""
+        if self._prepared_at is None:
+            return
+        if end.reason is FinalReason.ENDPOINT and end.end_sample == self._prepared_at:
+            self._prepared_at = None
+            self._on_early_final(True)
+        else:
+            self._drop_prepared()
+
     def _open_segment(self, start: int) -> None:
         self._segment_start = self._shown_start = start
         if self._seam is not None and start == self._replay_from:
@@ -284,6 +349,7 @@ class SegmentRecognizer:
 
     def _final(self, end: SpeechEnd, received_at: float) -> Final:
         self._report_accept_time()
+        self._take_prepared(end)
         try:
             hyp: Hypothesis = self._timed("final", self._stream.finalize)
         except BackendError as exc:

@@ -254,3 +254,98 @@ def test_a_final_that_stops_short_of_its_cut_has_the_next_segment_reach_back():
     assert spoken(finals) == [f"w{1000 + k}" for k in range(40)]
     starts = [e.start_ms for e in events if isinstance(e, SpeechStarted)]
     assert starts == sorted(starts)
+
+
+class PreparingStream(ScriptedStream):
+    """Decodes its final ahead when asked; counts the decodes it made."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decodes = 0
+        self.prepared: Hypothesis | None = None
+
+    def prepare_final(self) -> None:
+        self.decodes += 1
+        self.prepared = super().finalize()
+        self.finals -= 1
+        self.samples = sum(1600 for _ in self.prepared.words)  # finalize reset it; restore
+
+    def forget_prepared(self) -> None:
+        self.prepared = None
+
+    def finalize(self) -> Hypothesis:
+        if self.prepared is not None:
+            hyp, self.prepared = self.prepared, None
+            self.samples = 0
+            self.finals += 1
+            return hyp
+        self.decodes += 1
+        return super().finalize()
+
+
+EARLY = replace(CFG, early_final_ms=100)  # the endpoint after 300 ms of silence
+
+
+def early_recognizer(cfg=EARLY):
+    stream, outcomes = PreparingStream(), []
+    return stream, outcomes, SegmentRecognizer(stream, cfg, on_early_final=outcomes.append)
+
+
+def test_a_final_decoded_in_the_pause_is_the_final_and_costs_no_second_decode():
+    stream, outcomes, rec = early_recognizer()
+    events = feed(rec, np.concatenate([speech(1000), silence(150)]))
+    assert stream.prepared is not None and stream.decodes == 1  # 100 ms into the pause
+    prepared = stream.prepared.text
+    pause = feed(rec, silence(100))
+    assert not any(isinstance(e, Partial) for e in pause), "no partials once it is decoded"
+    events += pause + feed(rec, silence(300))
+    (final,) = [e for e in events if isinstance(e, Final)]
+    assert final.text == prepared and final.reason is FinalReason.ENDPOINT
+    assert final.end_ms == 1000, "the segment still ends at its last voiced frame"
+    assert stream.decodes == 1 and outcomes == [True]
+
+
+def test_speech_after_the_prepared_final_drops_it_and_the_final_hears_everything():
+    stream, outcomes, rec = early_recognizer()
+    audio = np.concatenate([speech(600), silence(200), speech(600), silence(500)])
+    events = feed(rec, audio)
+    (final,) = [e for e in events if isinstance(e, Final)]
+    assert outcomes == [False, True], "one wasted in the short pause, one used"
+    # all 1 400 ms of speech and the 100 ms of pause before the second early decode
+    assert final.end_ms == 1400 and len(final.words) == 15
+    assert stream.decodes == 2
+
+
+def test_a_batch_that_reaches_the_endpoint_decodes_once_and_prepares_nothing():
+    stream, outcomes, rec = early_recognizer()
+    feed(rec, speech(1000))
+    events = feed(rec, silence(500), chunk_ms=500)
+    assert sum(isinstance(e, Final) for e in events) == 1
+    assert stream.decodes == 1 and outcomes == []
+
+
+def test_a_commit_after_a_prepared_final_decodes_what_it_was_given():
+    stream, outcomes, rec = early_recognizer()
+    feed(rec, np.concatenate([speech(1000), silence(200)]))
+    assert stream.prepared is not None
+    (final,) = [e for e in rec.commit(0.0) if isinstance(e, Final)]
+    assert final.reason is FinalReason.COMMIT and outcomes == [False]
+    assert stream.decodes == 2
+
+
+def test_no_early_final_when_it_would_come_no_sooner_than_the_endpoint():
+    for early in (None, 300, 400):
+        stream, outcomes, rec = early_recognizer(replace(CFG, early_final_ms=early))
+        feed(rec, np.concatenate([speech(1000), silence(600)]))
+        assert stream.decodes == 1 and outcomes == [], early
+
+
+def test_no_early_final_while_the_server_has_no_time_for_one():
+    stream, outcomes, rec = early_recognizer()
+    busy = [True]
+    rec.may_prepare = lambda: not busy[0]
+    feed(rec, np.concatenate([speech(1000), silence(150)]))
+    assert stream.prepared is None
+    busy[0] = False
+    feed(rec, silence(100))  # the pause goes on and a thread is free: it is decoded now
+    assert stream.prepared is not None and stream.decodes == 1

@@ -326,6 +326,7 @@ class BatchRun:
 
     def __init__(self, ctx: ServerContext, recognizer) -> None:
         self._ctx = ctx
+        recognizer.may_prepare = lambda: False  # an upload's finals have nobody waiting
         self.job = SessionJob(
             recognizer, schedule=ctx.bulk_batcher.schedule, metrics=ctx.metrics,
             sample_rate=TARGET_RATE, in_queue_ms=ctx.settings.in_queue_ms,

@@ -113,6 +113,8 @@ class LiveSession:
             out_queue_size=s.out_queue_size,
             log=log,
         )
+        pool = ctx.pool
+        recognizer.may_prepare = lambda: not pool.work_waiting
         self.lifecycle = Lifecycle()
         self.received_samples = 0
         self.dropped_samples = 0

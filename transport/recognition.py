@@ -58,6 +58,7 @@ class RecognitionSetup:
             vad_threshold=threshold,
             partial_ms=o.partial_ms or round(s.streaming_chunk_size_sec * 1000),
             partials=o.partials and self._backend.capabilities.partials,
+            early_final_ms=s.early_final_ms or None,
         )
 
     def voice_detector(self, o: RecognitionOptions) -> SileroVAD | None:
@@ -87,14 +88,17 @@ async def open_recognizer(ctx: ServerContext, o: RecognitionOptions) -> SegmentR
         await asyncio.to_thread(stream.close)
         raise ProtocolError(ErrorCode.BAD_REQUEST, str(exc)) from None
     observe = ctx.metrics.inference_time
-    timers = {k: observe.labels(backend.name, k) for k in ("accept", "partial", "final")}
+    timers = {k: observe.labels(backend.name, k)
+              for k in ("accept", "partial", "final", "early_final")}
+    early = {used: ctx.metrics.early_finals.labels(backend.name, "used" if used else "wasted")
+             for used in (True, False)}
 
     def on_inference(kind: str, seconds: float) -> None:
         timers[kind].observe(seconds)
 
     return SegmentRecognizer(
-        stream, setup.recognizer_config(o), on_inference=on_inference, vad=vad,
-        setup=setup, options=o,
+        stream, setup.recognizer_config(o), on_inference=on_inference,
+        on_early_final=lambda used: early[used].inc(), vad=vad, setup=setup, options=o,
     )
 
 

@@ -227,3 +227,43 @@ async def test_a_segment_longer_than_one_window_streams_to_the_end(start_server,
     assert min(word_error_rate(p["text"], reference) for p in late) <= 0.5, late[-1]["text"]
     # words committed when the window moved on stay put: the late partials start alike
     assert all(ws[:30] == words[0][:30] for ws in words)
+
+
+def test_a_final_decoded_in_the_pause_is_the_final_the_endpoint_would_give(whisper):
+    clip = FIXTURES["fw_jfk"]
+    pause = np.zeros(16 * 200, dtype=np.int16)
+    ahead = whisper.open_stream(StreamOptions(language="en"))
+    ahead.accept(np.concatenate([clip.pcm(), pause]))
+    ahead.prepare_final()
+    assert ahead.partial() is None, "no partials once the final is decoded"
+    ahead.accept(np.zeros(16 * 300, dtype=np.int16))  # the rest of the endpoint's silence
+    early = ahead.finalize()
+    at_end = whisper.open_stream(StreamOptions(language="en"))
+    at_end.accept(np.concatenate([clip.pcm(), np.zeros(16 * 500, dtype=np.int16)]))
+    assert early.text == at_end.finalize().text
+    assert word_error_rate(early.text, clip.text) <= 0.1, early.text
+    # forgotten (speech went on): the next final decodes everything it was given
+    ahead.accept(clip.pcm()[:16000 * 3])
+    ahead.prepare_final()
+    ahead.forget_prepared()
+    ahead.accept(clip.pcm()[16000 * 3:])
+    assert word_error_rate(ahead.finalize().text, clip.text) <= 0.1
+    ahead.close()
+    at_end.close()
+
+
+async def test_finals_decoded_in_pauses_reach_a_real_time_client(start_server):
+    """Paced at real time, each pause's final is decoded before its endpoint and used."""
+    from tests.client import stream
+
+    server = start_server(backend="whisper", vad="energy", early_final_ms=200)
+    clip = FIXTURES["ep_lj001_0002_0003_pause2p5"]
+    result = await stream(server.ws_url(), clip.pcm(), realtime=1.0, tail_silence_ms=1000)
+    finals = result.of("final")
+    assert [f["reason"] for f in finals] == ["endpoint"] * len(finals) and len(finals) >= 2
+    assert word_error_rate(result.text, clip.text) <= 0.15, result.text
+    m = server.metrics()
+    used = m['stt_early_finals_total{backend="whisper",outcome="used"}']
+    # (a batch that spans a whole endpoint, on a busy box, decodes that final as usual)
+    assert 1 <= used <= len(finals), (used, finals)
+    assert m['stt_inference_seconds_count{backend="whisper",kind="early_final"}'] >= used
