@@ -124,10 +124,11 @@ class Settings(BaseSettings):
     silero_threshold: float = Field(0.5, gt=0, lt=1, description="Silero speech probability.")
     vad_threshold: int = Field(300, ge=0, le=32767, description="int16 RMS that counts as voice.")
     vad_silence_ms: int = Field(500, ge=20, description="Silence that ends a segment.")
-    early_final_ms: int = Field(
-        200, ge=0, description="Silence into a pause at which the final is decoded ahead "
-        "(Whisper), so it is ready when the pause becomes an endpoint; wasted if speech "
-        "resumes (stt_early_finals_total). 0: decode at the endpoint.")
+    early_final_lead_ms: int = Field(
+        300, ge=0, description="Decode the final (Whisper) this long before the endpoint, "
+        "in the pause, never sooner than 200 ms into it: the final is ready when the pause "
+        "becomes an endpoint; wasted if speech resumes (stt_early_finals_total). 0: decode "
+        "at the endpoint.")
     vad_speech_start_ms: int = Field(60, ge=20, description="Voiced run that starts a segment.")
     vad_preroll_ms: int = Field(300, ge=0, description="Audio kept before speech start.")
     max_segment_ms: int = Field(30000, ge=1000, description="Force a final this long into speech.")

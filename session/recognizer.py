@@ -50,9 +50,11 @@ class RecognizerConfig:
     vad_threshold: int = 300
     partial_ms: int = 500
     partials: bool = True
-    # Silence into a pause at which the final is decoded ahead (a backend that can), so it
-    # is ready when the endpoint comes; None or not shorter than the endpoint's: never.
-    early_final_ms: int | None = None
+    # Decode the final (a backend that can) this long before the endpoint would come, so it
+    # is ready when it does; never sooner than ``early_final_min_ms`` into a pause (a
+    # shorter one is more often a breath than an end). None: at the endpoint.
+    early_final_lead_ms: int | None = None
+    early_final_min_ms: int = 200
 
 
 class Setup(Protocol):
@@ -296,9 +298,9 @@ class SegmentRecognizer:
 
     def _set_cadence(self, config: RecognizerConfig) -> None:
         self._partial_samples = self._rate * config.partial_ms // 1000
-        early, end = config.early_final_ms, config.endpoint.silence_ms
-        self._early_frames = (config.endpoint.frames(early)
-                              if early and end is not None and early < end else None)
+        lead, end = config.early_final_lead_ms, config.endpoint.silence_ms
+        at = None if not lead or end is None else max(end - lead, config.early_final_min_ms)
+        self._early_frames = config.endpoint.frames(at) if at is not None and at < end else None
 
     def _prepare_final(self) -> None:
         """Once per batch: decode the final ahead when the pause has gone on long enough,

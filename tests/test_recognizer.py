@@ -283,7 +283,8 @@ class PreparingStream(ScriptedStream):
         return super().finalize()
 
 
-EARLY = replace(CFG, early_final_ms=100)  # the endpoint after 300 ms of silence
+# the endpoint after 300 ms of silence, the early decode 100 ms into the pause
+EARLY = replace(CFG, early_final_lead_ms=200, early_final_min_ms=100)
 
 
 def early_recognizer(cfg=EARLY):
@@ -334,10 +335,11 @@ def test_a_commit_after_a_prepared_final_decodes_what_it_was_given():
 
 
 def test_no_early_final_when_it_would_come_no_sooner_than_the_endpoint():
-    for early in (None, 300, 400):
-        stream, outcomes, rec = early_recognizer(replace(CFG, early_final_ms=early))
+    for lead, least in ((None, 100), (0, 100), (200, 300), (100, 400)):
+        stream, outcomes, rec = early_recognizer(
+            replace(CFG, early_final_lead_ms=lead, early_final_min_ms=least))
         feed(rec, np.concatenate([speech(1000), silence(600)]))
-        assert stream.decodes == 1 and outcomes == [], early
+        assert stream.decodes == 1 and outcomes == [], (lead, least)
 
 
 def test_no_early_final_while_the_server_has_no_time_for_one():
@@ -349,3 +351,16 @@ def test_no_early_final_while_the_server_has_no_time_for_one():
     busy[0] = False
     feed(rec, silence(100))  # the pause goes on and a thread is free: it is decoded now
     assert stream.prepared is not None and stream.decodes == 1
+
+
+def test_a_long_endpoint_decodes_its_final_a_lead_before_it_and_partials_go_on_until_then():
+    cfg = replace(CFG, endpoint=replace(CFG.endpoint, silence_ms=2000), early_final_lead_ms=300)
+    stream, outcomes, rec = early_recognizer(cfg)
+    feed(rec, speech(1000))
+    pause = feed(rec, silence(1600))
+    assert stream.prepared is None, "not 200 ms into a 2 s endpoint"
+    assert sum(isinstance(e, Partial) for e in pause) >= 3, "partials go on in the pause"
+    feed(rec, silence(100))  # 1 700 ms: the lead before the endpoint
+    assert stream.prepared is not None
+    (final,) = [e for e in feed(rec, silence(400)) if isinstance(e, Final)]
+    assert outcomes == [True] and stream.decodes == 1

@@ -58,7 +58,7 @@ class RecognitionSetup:
             vad_threshold=threshold,
             partial_ms=o.partial_ms or round(s.streaming_chunk_size_sec * 1000),
             partials=o.partials and self._backend.capabilities.partials,
-            early_final_ms=s.early_final_ms or None,
+            early_final_lead_ms=s.early_final_lead_ms or None,
         )
 
     def voice_detector(self, o: RecognitionOptions) -> SileroVAD | None:

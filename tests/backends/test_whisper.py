@@ -256,7 +256,7 @@ async def test_finals_decoded_in_pauses_reach_a_real_time_client(start_server):
     """Paced at real time, each pause's final is decoded before its endpoint and used."""
     from tests.client import stream
 
-    server = start_server(backend="whisper", vad="energy", early_final_ms=200)
+    server = start_server(backend="whisper", vad="energy", early_final_lead_ms=300)
     clip = FIXTURES["ep_lj001_0002_0003_pause2p5"]
     result = await stream(server.ws_url(), clip.pcm(), realtime=1.0, tail_silence_ms=1000)
     finals = result.of("final")
