@@ -134,6 +134,11 @@ class SessionJob:
         return self._in.async_q.qsize()
 
     @property
+    def input_waiting(self) -> bool:
+        """Audio already here that the recognizer has not taken (from the inference thread)."""
+        return self._in.sync_q.qsize() > 0
+
+    @property
     def queued_samples(self) -> int:
         return self._queued
 

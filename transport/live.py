@@ -113,8 +113,11 @@ class LiveSession:
             out_queue_size=s.out_queue_size,
             log=log,
         )
-        pool = ctx.pool
-        recognizer.may_prepare = lambda: not pool.work_waiting
+        # A guess at the final only helps while the rest of the pause is still to come: not
+        # when the audio after it is already queued (a file sent faster than real time gets
+        # the finals an upload gets), nor while live work waits for a thread.
+        pool, job = ctx.pool, self.job
+        recognizer.may_prepare = lambda: not (pool.work_waiting or job.input_waiting)
         self.lifecycle = Lifecycle()
         self.received_samples = 0
         self.dropped_samples = 0
